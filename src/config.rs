@@ -1,0 +1,1003 @@
+//! Configuration: the TOML file of CONTRACT section 2, then the environment.
+//!
+//! [`parse`] is pure (text in, settings and warnings out) so every rule is
+//! testable without a disk; [`load`] finds and reads the file and applies the
+//! environment. The TOML grammar is basic-toml's; this module only walks the
+//! resulting tree so that every wrong value is reported with its full key
+//! (`limits.global_per_second`), which is what a person needs to fix it.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseMode {
+    Html,
+    MarkdownV2,
+    Plain,
+}
+
+impl ParseMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ParseMode::Html => "HTML",
+            ParseMode::MarkdownV2 => "MarkdownV2",
+            ParseMode::Plain => "plain",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Telegram {
+    pub bot_token: String,
+    pub allowed_users: Vec<i64>,
+    /// Chat ids as Telegram accepts them: a number or `@channelname`.
+    pub chat_ids: Vec<String>,
+    pub api_url: String,
+    pub poll_timeout_seconds: u64,
+    pub parse_mode: ParseMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub events_dir: PathBuf,
+    pub responses_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Sending rates. Telegram allows about one message a second to a chat,
+/// twenty a minute to a group and thirty a second overall.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub per_chat_per_second: f64,
+    pub per_group_per_minute: f64,
+    pub global_per_second: f64,
+    pub max_event_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub max_attempts: u64,
+    pub initial_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub backoff_multiplier: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub enabled: bool,
+    pub secret: String,
+    pub endpoints: Vec<String>,
+    pub timeout_seconds: u64,
+    pub max_in_flight: u64,
+    pub retry: Retry,
+}
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub interval_seconds: u64,
+    pub memory_threshold_mb: u64,
+    /// Empty: no HTTP endpoint.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub telegram: Telegram,
+    pub paths: Paths,
+    pub limits: Limits,
+    pub webhook: Webhook,
+    pub health: Health,
+}
+
+/// Every key the file may hold, by table; anything else is warned about.
+const KNOWN: &[(&str, &[&str])] = &[
+    (
+        "telegram",
+        &[
+            "bot_token",
+            "allowed_users",
+            "chat_ids",
+            "api_url",
+            "poll_timeout_seconds",
+            "parse_mode",
+        ],
+    ),
+    ("paths", &["events_dir", "responses_dir", "state_dir"]),
+    (
+        "limits",
+        &[
+            "per_chat_per_second",
+            "per_group_per_minute",
+            "global_per_second",
+            "max_event_bytes",
+        ],
+    ),
+    (
+        "webhook",
+        &[
+            "enabled",
+            "secret",
+            "endpoints",
+            "timeout_seconds",
+            "retry_attempts",
+            "max_in_flight",
+            "retry",
+        ],
+    ),
+    (
+        "webhook.retry",
+        &[
+            "max_attempts",
+            "initial_delay_ms",
+            "max_delay_ms",
+            "backoff_multiplier",
+        ],
+    ),
+    (
+        "health",
+        &["interval_seconds", "memory_threshold_mb", "listen"],
+    ),
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            telegram: Telegram {
+                bot_token: String::new(),
+                allowed_users: Vec::new(),
+                chat_ids: Vec::new(),
+                api_url: "https://api.telegram.org".into(),
+                poll_timeout_seconds: 30,
+                parse_mode: ParseMode::Html,
+            },
+            paths: Paths {
+                events_dir: "~/.cc_telegram/events".into(),
+                responses_dir: "~/.cc_telegram/responses".into(),
+                state_dir: "~/.cc_telegram/state".into(),
+            },
+            limits: Limits {
+                per_chat_per_second: 1.0,
+                per_group_per_minute: 20.0,
+                global_per_second: 30.0,
+                max_event_bytes: 1_048_576,
+            },
+            webhook: Webhook {
+                enabled: true,
+                secret: String::new(),
+                endpoints: Vec::new(),
+                timeout_seconds: 30,
+                max_in_flight: 4,
+                retry: Retry {
+                    max_attempts: 3,
+                    initial_delay_ms: 1000,
+                    max_delay_ms: 30_000,
+                    backoff_multiplier: 2.0,
+                },
+            },
+            health: Health {
+                interval_seconds: 30,
+                memory_threshold_mb: 100,
+                listen: "127.0.0.1:8080".into(),
+            },
+        }
+    }
+}
+
+/// Reads typed values out of one TOML table, naming `table.key` in errors.
+struct Table<'a> {
+    name: &'static str,
+    map: Option<&'a Map<String, Value>>,
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table",
+    }
+}
+
+impl<'a> Table<'a> {
+    fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.name)
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.and_then(|m| m.get(key))
+    }
+
+    fn wrong(&self, key: &str, want: &str, v: &Value) -> Error {
+        Error::config(self.key(key), format!("expected {want}, found {}", kind(v)))
+    }
+
+    fn string(&self, key: &str, out: &mut String) -> Result<()> {
+        match self.get(key) {
+            None => Ok(()),
+            Some(Value::String(s)) => {
+                *out = s.clone();
+                Ok(())
+            }
+            Some(v) => Err(self.wrong(key, "a string", v)),
+        }
+    }
+
+    fn path(&self, key: &str, out: &mut PathBuf) -> Result<()> {
+        let mut s = String::new();
+        self.string(key, &mut s)?;
+        if self.get(key).is_some() {
+            if s.is_empty() {
+                return Err(Error::config(self.key(key), "must not be empty"));
+            }
+            *out = s.into();
+        }
+        Ok(())
+    }
+
+    fn boolean(&self, key: &str, out: &mut bool) -> Result<()> {
+        match self.get(key) {
+            None => Ok(()),
+            Some(Value::Bool(b)) => {
+                *out = *b;
+                Ok(())
+            }
+            Some(v) => Err(self.wrong(key, "true or false", v)),
+        }
+    }
+
+    fn uint(&self, key: &str, out: &mut u64) -> Result<()> {
+        match self.get(key) {
+            None => Ok(()),
+            Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => {
+                    *out = u;
+                    Ok(())
+                }
+                (None, Some(i)) => Err(Error::config(
+                    self.key(key),
+                    format!("must not be negative, found {i}"),
+                )),
+                _ => Err(Error::config(
+                    self.key(key),
+                    format!("expected a whole number, found {n}"),
+                )),
+            },
+            Some(v) => Err(self.wrong(key, "a whole number", v)),
+        }
+    }
+
+    fn positive(&self, key: &str, out: &mut f64) -> Result<()> {
+        match self.get(key) {
+            None => Ok(()),
+            Some(Value::Number(n)) => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.is_finite() && f > 0.0 {
+                    *out = f;
+                    Ok(())
+                } else {
+                    Err(Error::config(
+                        self.key(key),
+                        format!("must be a number above zero, found {n}"),
+                    ))
+                }
+            }
+            Some(v) => Err(self.wrong(key, "a number", v)),
+        }
+    }
+
+    fn list(&self, key: &str) -> Result<Option<&'a Vec<Value>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(a)) => Ok(Some(a)),
+            Some(v) => Err(self.wrong(key, "a list", v)),
+        }
+    }
+}
+
+/// Finds the line (1-based) of `key` in `[table]`, for warnings only; the
+/// parsing itself is basic-toml's.
+fn line_of(text: &str, table: &str, key: Option<&str>) -> usize {
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(h) = line.strip_prefix('[') {
+            let name: String = h
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != '"')
+                .collect();
+            current = name;
+            if key.is_none() && current == table {
+                return i + 1;
+            }
+            continue;
+        }
+        if let Some(key) = key {
+            let rest = line.trim_start_matches('"');
+            if current == table
+                && rest.starts_with(key)
+                && rest[key.len()..]
+                    .trim_start_matches('"')
+                    .trim_start()
+                    .starts_with('=')
+            {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+fn unknown_keys(text: &str, root: &Map<String, Value>, warnings: &mut Vec<String>) {
+    let mut warn = |table: &str, key: Option<&str>| {
+        let name = match key {
+            Some(k) if !table.is_empty() => format!("{table}.{k}"),
+            Some(k) => k.to_string(),
+            None => table.to_string(),
+        };
+        let line = line_of(text, table, key);
+        let at = if line > 0 {
+            format!(" (line {line})")
+        } else {
+            String::new()
+        };
+        warnings.push(format!("unknown config key {name}{at} is ignored"));
+    };
+    for (table, value) in root {
+        let Some(known) = KNOWN.iter().find(|(t, _)| t == table).map(|(_, k)| *k) else {
+            if value.is_object() {
+                warn(table, None);
+            } else {
+                warn("", Some(table));
+            }
+            continue;
+        };
+        let Value::Object(map) = value else { continue };
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                warn(table, Some(key));
+            }
+        }
+        if let Some(Value::Object(retry)) = map.get("retry").filter(|_| table == "webhook") {
+            let known = KNOWN[4].1;
+            for key in retry.keys() {
+                if !known.contains(&key.as_str()) {
+                    warn("webhook.retry", Some(key));
+                }
+            }
+        }
+    }
+}
+
+fn table<'a>(root: &'a Map<String, Value>, name: &'static str) -> Result<Table<'a>> {
+    let map = match root.get(name) {
+        None => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(v) => {
+            return Err(Error::config(
+                name,
+                format!("expected a table [{name}], found {}", kind(v)),
+            ))
+        }
+    };
+    Ok(Table { name, map })
+}
+
+/// Parses the file's text. Returns the settings (before the environment and
+/// before validation) and one warning per unknown key.
+pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
+    let root: Map<String, Value> = basic_toml::from_str(text)
+        .map_err(|e| Error::config("(file)", format!("not valid TOML: {e}")))?;
+    let mut warnings = Vec::new();
+    unknown_keys(text, &root, &mut warnings);
+    let mut c = Config::default();
+
+    let t = table(&root, "telegram")?;
+    t.string("bot_token", &mut c.telegram.bot_token)?;
+    if let Some(list) = t.list("allowed_users")? {
+        c.telegram.allowed_users = list
+            .iter()
+            .map(|v| {
+                v.as_i64().filter(|id| *id > 0).ok_or_else(|| {
+                    Error::config(
+                        t.key("allowed_users"),
+                        format!("expected numeric Telegram user ids, found {v}"),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+    }
+    if let Some(list) = t.list("chat_ids")? {
+        c.telegram.chat_ids = list
+            .iter()
+            .map(|v| match v {
+                Value::Number(n) if n.is_i64() => Ok(n.to_string()),
+                Value::String(s) if chat_id_ok(s) => Ok(s.clone()),
+                _ => Err(Error::config(
+                    t.key("chat_ids"),
+                    format!("expected a numeric chat id or \"@channelname\", found {v}"),
+                )),
+            })
+            .collect::<Result<_>>()?;
+    }
+    t.string("api_url", &mut c.telegram.api_url)?;
+    t.uint("poll_timeout_seconds", &mut c.telegram.poll_timeout_seconds)?;
+    let mut mode = c.telegram.parse_mode.name().to_string();
+    t.string("parse_mode", &mut mode)?;
+    c.telegram.parse_mode = match mode.as_str() {
+        "HTML" => ParseMode::Html,
+        "MarkdownV2" => ParseMode::MarkdownV2,
+        "plain" | "" => ParseMode::Plain,
+        other => {
+            return Err(Error::config(
+                t.key("parse_mode"),
+                format!("expected \"HTML\", \"MarkdownV2\" or \"plain\", found \"{other}\""),
+            ))
+        }
+    };
+
+    let p = table(&root, "paths")?;
+    p.path("events_dir", &mut c.paths.events_dir)?;
+    p.path("responses_dir", &mut c.paths.responses_dir)?;
+    p.path("state_dir", &mut c.paths.state_dir)?;
+
+    let l = table(&root, "limits")?;
+    l.positive("per_chat_per_second", &mut c.limits.per_chat_per_second)?;
+    l.positive("per_group_per_minute", &mut c.limits.per_group_per_minute)?;
+    l.positive("global_per_second", &mut c.limits.global_per_second)?;
+    l.uint("max_event_bytes", &mut c.limits.max_event_bytes)?;
+
+    let w = table(&root, "webhook")?;
+    w.boolean("enabled", &mut c.webhook.enabled)?;
+    w.string("secret", &mut c.webhook.secret)?;
+    if let Some(list) = w.list("endpoints")? {
+        c.webhook.endpoints = list
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    Error::config(w.key("endpoints"), format!("expected URLs, found {v}"))
+                })
+            })
+            .collect::<Result<_>>()?;
+    }
+    w.uint("timeout_seconds", &mut c.webhook.timeout_seconds)?;
+    w.uint("max_in_flight", &mut c.webhook.max_in_flight)?;
+    // The spec's older name; [webhook.retry].max_attempts wins when both are set.
+    w.uint("retry_attempts", &mut c.webhook.retry.max_attempts)?;
+    if let Some(v) = w.get("retry") {
+        let Value::Object(map) = v else {
+            return Err(w.wrong("retry", "a table [webhook.retry]", v));
+        };
+        let r = Table {
+            name: "webhook.retry",
+            map: Some(map),
+        };
+        r.uint("max_attempts", &mut c.webhook.retry.max_attempts)?;
+        r.uint("initial_delay_ms", &mut c.webhook.retry.initial_delay_ms)?;
+        r.uint("max_delay_ms", &mut c.webhook.retry.max_delay_ms)?;
+        r.positive(
+            "backoff_multiplier",
+            &mut c.webhook.retry.backoff_multiplier,
+        )?;
+    }
+
+    let h = table(&root, "health")?;
+    h.uint("interval_seconds", &mut c.health.interval_seconds)?;
+    h.uint("memory_threshold_mb", &mut c.health.memory_threshold_mb)?;
+    h.string("listen", &mut c.health.listen)?;
+
+    Ok((c, warnings))
+}
+
+fn chat_id_ok(s: &str) -> bool {
+    s.parse::<i64>().is_ok()
+        || (s.len() > 1
+            && s.starts_with('@')
+            && s[1..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'))
+}
+
+/// Applies the environment variables of CONTRACT section 2; they win over
+/// the file. `get` is the environment (a closure, so tests stay pure).
+pub fn apply_env(c: &mut Config, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+    if let Some(v) = get("TELEGRAM_BOT_TOKEN") {
+        c.telegram.bot_token = v;
+    }
+    if let Some(v) = get("TELEGRAM_ALLOWED_USERS") {
+        c.telegram.allowed_users = v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+                    Error::config(
+                        "TELEGRAM_ALLOWED_USERS",
+                        format!("expected comma-separated numeric user ids, found \"{s}\""),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+    }
+    if let Some(v) = get("TELEGRAM_API_URL") {
+        c.telegram.api_url = v;
+    }
+    if let Some(v) = get("CC_TELEGRAM_EVENTS_DIR") {
+        c.paths.events_dir = v.into();
+    }
+    if let Some(v) = get("CC_TELEGRAM_RESPONSES_DIR") {
+        c.paths.responses_dir = v.into();
+    }
+    if let Some(v) = get("CC_TELEGRAM_STATE_DIR") {
+        c.paths.state_dir = v.into();
+    }
+    if let Some(v) = get("CCTELEGRAM_WEBHOOK_SECRET") {
+        c.webhook.secret = v;
+    }
+    Ok(())
+}
+
+/// `~/x` against `home`.
+fn expand(p: &Path, home: Option<&str>) -> PathBuf {
+    match (p.strip_prefix("~"), home) {
+        (Ok(rest), Some(home)) => Path::new(home).join(rest),
+        _ => p.to_path_buf(),
+    }
+}
+
+fn loopback_host(url: &str) -> bool {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_url(key: &str, url: &str) -> Result<()> {
+    let ok_scheme = url.starts_with("https://") || url.starts_with("http://");
+    let host_part = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+    if !ok_scheme || host_part.is_empty() || host_part.starts_with('/') || url.contains(' ') {
+        return Err(Error::config(
+            key,
+            format!("expected an http:// or https:// URL, found \"{url}\""),
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects impossible settings, naming the key. `run_daemon` adds the checks
+/// that only matter when the daemon is to talk to Telegram.
+pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
+    let t = &c.telegram;
+    check_url("telegram.api_url", &t.api_url)?;
+    if t.api_url.starts_with("http://") && !loopback_host(&t.api_url) {
+        return Err(Error::config(
+            "telegram.api_url",
+            "http:// is only allowed for a loopback address; use https://",
+        ));
+    }
+    if !t.bot_token.is_empty() && !token_shape_ok(&t.bot_token) {
+        return Err(Error::config(
+            "telegram.bot_token",
+            "does not look like a bot token (digits, a colon, then letters, digits, - or _)",
+        ));
+    }
+    if run_daemon && t.bot_token.is_empty() {
+        return Err(Error::config(
+            "telegram.bot_token",
+            "is not set; set TELEGRAM_BOT_TOKEN or [telegram] bot_token",
+        ));
+    }
+    if !t.bot_token.is_empty() && t.allowed_users.is_empty() {
+        return Err(Error::config(
+            "telegram.allowed_users",
+            "is empty while a bot token is set; list the Telegram user ids allowed to answer",
+        ));
+    }
+    if t.poll_timeout_seconds == 0 || t.poll_timeout_seconds > 50 {
+        return Err(Error::config(
+            "telegram.poll_timeout_seconds",
+            format!("must be 1 to 50, found {}", t.poll_timeout_seconds),
+        ));
+    }
+    if c.limits.max_event_bytes == 0 {
+        return Err(Error::config(
+            "limits.max_event_bytes",
+            "must be above zero",
+        ));
+    }
+    let w = &c.webhook;
+    for url in &w.endpoints {
+        check_url("webhook.endpoints", url)?;
+    }
+    if w.enabled && !w.endpoints.is_empty() && w.secret.is_empty() {
+        return Err(Error::config(
+            "webhook.secret",
+            "is empty while endpoints are set; set CCTELEGRAM_WEBHOOK_SECRET or [webhook] secret",
+        ));
+    }
+    if w.timeout_seconds == 0 {
+        return Err(Error::config(
+            "webhook.timeout_seconds",
+            "must be above zero",
+        ));
+    }
+    if w.max_in_flight == 0 {
+        return Err(Error::config("webhook.max_in_flight", "must be above zero"));
+    }
+    if w.retry.backoff_multiplier < 1.0 {
+        return Err(Error::config(
+            "webhook.retry.backoff_multiplier",
+            format!("must be 1.0 or more, found {}", w.retry.backoff_multiplier),
+        ));
+    }
+    if w.retry.max_delay_ms < w.retry.initial_delay_ms {
+        return Err(Error::config(
+            "webhook.retry.max_delay_ms",
+            "must not be below webhook.retry.initial_delay_ms",
+        ));
+    }
+    if c.health.interval_seconds == 0 {
+        return Err(Error::config(
+            "health.interval_seconds",
+            "must be above zero",
+        ));
+    }
+    if !c.health.listen.is_empty() && c.health.listen.parse::<SocketAddr>().is_err() {
+        return Err(Error::config(
+            "health.listen",
+            format!(
+                "expected an address like 127.0.0.1:8080, or \"\" to disable, found \"{}\"",
+                c.health.listen
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn token_shape_ok(token: &str) -> bool {
+    match token.split_once(':') {
+        Some((id, secret)) => {
+            !id.is_empty()
+                && id.bytes().all(|b| b.is_ascii_digit())
+                && !secret.is_empty()
+                && secret
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }
+        None => false,
+    }
+}
+
+/// Where the config file is: `--config`, else `$CCTELEGRAM_CONFIG`, else
+/// `~/.cc_telegram/config.toml` if it exists, else none (defaults).
+pub fn locate(arg: Option<&Path>, get: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(p) = arg {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = get("CCTELEGRAM_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(p.into());
+    }
+    let home = get("HOME")?;
+    let p = Path::new(&home).join(".cc_telegram/config.toml");
+    p.exists().then_some(p)
+}
+
+/// Loads the effective configuration: file (if any), environment, `~`
+/// expansion, validation. Returns it with the warnings to log.
+pub fn load(
+    path: Option<&Path>,
+    get: &dyn Fn(&str) -> Option<String>,
+    run_daemon: bool,
+) -> Result<(Config, Vec<String>)> {
+    let (mut c, warnings) = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Error::config("--config", format!("cannot read {}: {e}", p.display()))
+            })?;
+            parse(&text).map_err(|e| match e {
+                Error::Config { key, problem } if key == "(file)" => {
+                    Error::config(format!("(file {})", p.display()), problem)
+                }
+                e => e,
+            })?
+        }
+        None => (Config::default(), Vec::new()),
+    };
+    apply_env(&mut c, get)?;
+    let home = get("HOME");
+    for p in [
+        &mut c.paths.events_dir,
+        &mut c.paths.responses_dir,
+        &mut c.paths.state_dir,
+    ] {
+        *p = expand(p, home.as_deref());
+    }
+    validate(&c, run_daemon)?;
+    Ok((c, warnings))
+}
+
+impl Config {
+    /// Where notifications go: `chat_ids`, else each allowed user's private chat.
+    pub fn target_chats(&self) -> Vec<String> {
+        if self.telegram.chat_ids.is_empty() {
+            self.telegram
+                .allowed_users
+                .iter()
+                .map(|u| u.to_string())
+                .collect()
+        } else {
+            self.telegram.chat_ids.clone()
+        }
+    }
+
+    /// The effective settings as TOML, secrets masked (for `check-config`).
+    pub fn masked(&self) -> String {
+        fn secret(s: &str) -> &'static str {
+            if s.is_empty() {
+                "\"\"   # not set"
+            } else {
+                "\"********\"   # set, hidden"
+            }
+        }
+        fn list<T: std::fmt::Display>(v: &[T], quote: bool) -> String {
+            let items: Vec<String> = v
+                .iter()
+                .map(|x| {
+                    if quote {
+                        format!("{:?}", x.to_string())
+                    } else {
+                        x.to_string()
+                    }
+                })
+                .collect();
+            format!("[{}]", items.join(", "))
+        }
+        let (t, p, l, w, h) = (
+            &self.telegram,
+            &self.paths,
+            &self.limits,
+            &self.webhook,
+            &self.health,
+        );
+        let mut s = String::new();
+        let _ = writeln!(s, "[telegram]");
+        let _ = writeln!(s, "bot_token = {}", secret(&t.bot_token));
+        let _ = writeln!(s, "allowed_users = {}", list(&t.allowed_users, false));
+        let _ = writeln!(s, "chat_ids = {}", list(&t.chat_ids, true));
+        let _ = writeln!(s, "api_url = {:?}", t.api_url);
+        let _ = writeln!(s, "poll_timeout_seconds = {}", t.poll_timeout_seconds);
+        let _ = writeln!(s, "parse_mode = {:?}", t.parse_mode.name());
+        let _ = writeln!(s, "\n[paths]");
+        let _ = writeln!(s, "events_dir = {:?}", p.events_dir.display().to_string());
+        let _ = writeln!(
+            s,
+            "responses_dir = {:?}",
+            p.responses_dir.display().to_string()
+        );
+        let _ = writeln!(s, "state_dir = {:?}", p.state_dir.display().to_string());
+        let _ = writeln!(s, "\n[limits]");
+        let _ = writeln!(s, "per_chat_per_second = {}", l.per_chat_per_second);
+        let _ = writeln!(s, "per_group_per_minute = {}", l.per_group_per_minute);
+        let _ = writeln!(s, "global_per_second = {}", l.global_per_second);
+        let _ = writeln!(s, "max_event_bytes = {}", l.max_event_bytes);
+        let _ = writeln!(s, "\n[webhook]");
+        let _ = writeln!(s, "enabled = {}", w.enabled);
+        let _ = writeln!(s, "secret = {}", secret(&w.secret));
+        let _ = writeln!(s, "endpoints = {}", list(&w.endpoints, true));
+        let _ = writeln!(s, "timeout_seconds = {}", w.timeout_seconds);
+        let _ = writeln!(s, "max_in_flight = {}", w.max_in_flight);
+        let _ = writeln!(s, "\n[webhook.retry]");
+        let _ = writeln!(s, "max_attempts = {}", w.retry.max_attempts);
+        let _ = writeln!(s, "initial_delay_ms = {}", w.retry.initial_delay_ms);
+        let _ = writeln!(s, "max_delay_ms = {}", w.retry.max_delay_ms);
+        let _ = writeln!(s, "backoff_multiplier = {:?}", w.retry.backoff_multiplier);
+        let _ = writeln!(s, "\n[health]");
+        let _ = writeln!(s, "interval_seconds = {}", h.interval_seconds);
+        let _ = writeln!(s, "memory_threshold_mb = {}", h.memory_threshold_mb);
+        let _ = writeln!(s, "listen = {:?}", h.listen);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    const FULL: &str = r#"
+[telegram]
+bot_token = "123:abc"
+allowed_users = [123456789]
+chat_ids = []
+api_url = "https://api.telegram.org"
+poll_timeout_seconds = 30
+parse_mode = "HTML"
+
+[paths]
+events_dir = "~/.cc_telegram/events"
+responses_dir = "~/.cc_telegram/responses"
+state_dir = "~/.cc_telegram/state"
+
+[limits]
+per_chat_per_second = 1
+per_group_per_minute = 20
+global_per_second = 30
+max_event_bytes = 1048576
+
+[webhook]
+enabled = true
+secret = "your_webhook_secret_key"
+endpoints = ["https://your-app.com/webhook/events", "https://your-app.com/webhook/responses", "https://your-app.com/webhook/health"]
+timeout_seconds = 30
+retry_attempts = 3
+max_in_flight = 4
+
+[webhook.retry]
+max_attempts = 3
+initial_delay_ms = 1000
+max_delay_ms = 30000
+backoff_multiplier = 2.0
+
+[health]
+interval_seconds = 30
+memory_threshold_mb = 100
+listen = "127.0.0.1:8080"
+"#;
+
+    #[test]
+    fn the_contract_file_loads_without_warnings() {
+        let (c, w) = parse(FULL).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        validate(&c, true).unwrap();
+        assert_eq!(c.telegram.allowed_users, vec![123456789]);
+        assert_eq!(c.webhook.endpoints.len(), 3);
+        assert_eq!(c.webhook.retry.backoff_multiplier, 2.0);
+        assert_eq!(c.target_chats(), vec!["123456789".to_string()]);
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_line() {
+        let (_, w) = parse("[telegram]\nbot_tokn = \"x\"\n\n[extra]\na = 1\n").unwrap();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w
+            .iter()
+            .any(|m| m.contains("telegram.bot_tokn") && m.contains("line 2")));
+        assert!(w
+            .iter()
+            .any(|m| m.contains("extra") && m.contains("line 4")));
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        for (text, key) in [
+            (
+                "[limits]\nglobal_per_second = \"fast\"",
+                "limits.global_per_second",
+            ),
+            (
+                "[webhook.retry]\ninitial_delay_ms = -5",
+                "webhook.retry.initial_delay_ms",
+            ),
+            (
+                "[telegram]\nallowed_users = [\"bob\"]",
+                "telegram.allowed_users",
+            ),
+            (
+                "[telegram]\nparse_mode = \"Markdown\"",
+                "telegram.parse_mode",
+            ),
+            (
+                "[limits]\nper_chat_per_second = 0",
+                "limits.per_chat_per_second",
+            ),
+            ("telegram = 5", "telegram"),
+        ] {
+            match parse(text) {
+                Err(Error::Config { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn impossible_values_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[telegram]\napi_url = \"http://example.com\"",
+                "telegram.api_url",
+            ),
+            ("[telegram]\nbot_token = \"1:a\"", "telegram.allowed_users"),
+            (
+                "[telegram]\nbot_token = \"nope\"\nallowed_users=[1]",
+                "telegram.bot_token",
+            ),
+            (
+                "[webhook]\nendpoints = [\"x\"]\nsecret = \"s\"",
+                "webhook.endpoints",
+            ),
+            (
+                "[webhook]\nendpoints = [\"http://127.0.0.1:1/\"]",
+                "webhook.secret",
+            ),
+            ("[health]\nlisten = \"nowhere\"", "health.listen"),
+        ];
+        for (text, key) in cases {
+            let (c, _) = parse(text).unwrap();
+            match validate(&c, false) {
+                Err(Error::Config { key: k, .. }) => assert_eq!(&k, key, "{text}"),
+                other => panic!("{text}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn environment_wins_and_is_checked() {
+        let (mut c, _) = parse(FULL).unwrap();
+        apply_env(
+            &mut c,
+            env(&[
+                ("TELEGRAM_BOT_TOKEN", "9:zz"),
+                ("TELEGRAM_ALLOWED_USERS", "1, 2"),
+                ("CC_TELEGRAM_EVENTS_DIR", "/tmp/ev"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.telegram.bot_token, "9:zz");
+        assert_eq!(c.telegram.allowed_users, vec![1, 2]);
+        assert_eq!(c.paths.events_dir, PathBuf::from("/tmp/ev"));
+        let err = apply_env(&mut c, env(&[("TELEGRAM_ALLOWED_USERS", "1,x")])).unwrap_err();
+        assert!(err.to_string().contains("TELEGRAM_ALLOWED_USERS"));
+    }
+
+    #[test]
+    fn retry_attempts_is_the_older_name() {
+        let (c, _) = parse("[webhook]\nretry_attempts = 5").unwrap();
+        assert_eq!(c.webhook.retry.max_attempts, 5);
+        let (c, _) =
+            parse("[webhook]\nretry_attempts = 5\n[webhook.retry]\nmax_attempts = 2").unwrap();
+        assert_eq!(c.webhook.retry.max_attempts, 2);
+    }
+
+    #[test]
+    fn masked_output_hides_secrets() {
+        let (c, _) = parse(FULL).unwrap();
+        let out = c.masked();
+        assert!(!out.contains("123:abc"));
+        assert!(!out.contains("your_webhook_secret_key"));
+        assert!(out.contains("allowed_users = [123456789]"));
+        // What check-config prints is itself a loadable config.
+        let (_, w) = parse(&out).unwrap();
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(loopback_host("http://127.0.0.1:8081"));
+        assert!(loopback_host("http://localhost/x"));
+        assert!(loopback_host("http://[::1]:80"));
+        assert!(!loopback_host("http://127.example.com"));
+    }
+}

@@ -1,0 +1,411 @@
+//! The event file schema (CONTRACT section 3): validation and defaults.
+//!
+//! Pure: bytes in, an [`Event`] or a reason a person can act on out. The
+//! schema is the original system's, so files its MCP server writes work
+//! unchanged; unknown types are not an error, they render generically.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The original system's event types. Anything else is delivered as a
+/// generic notification.
+pub const TYPES: &[&str] = &[
+    "task_completion",
+    "task_started",
+    "task_failed",
+    "task_progress",
+    "task_cancelled",
+    "code_generation",
+    "code_analysis",
+    "code_refactoring",
+    "code_review",
+    "code_testing",
+    "code_deployment",
+    "file_created",
+    "file_modified",
+    "file_deleted",
+    "directory_created",
+    "directory_deleted",
+    "build_started",
+    "build_completed",
+    "build_failed",
+    "test_suite_run",
+    "test_passed",
+    "test_failed",
+    "lint_check",
+    "type_check",
+    "git_commit",
+    "git_push",
+    "git_merge",
+    "git_branch",
+    "git_tag",
+    "pull_request_created",
+    "pull_request_merged",
+    "system_health",
+    "performance_alert",
+    "security_alert",
+    "error_occurred",
+    "resource_usage",
+    "approval_request",
+    "user_response",
+    "command_executed",
+    "progress_update",
+    "status_change",
+    "alert_notification",
+    "info_notification",
+    "api_call",
+    "webhook_received",
+    "service_integration",
+    "custom_event",
+];
+
+/// Longest `event_id`, `task_id`, `source` or `type` we accept: ids end up
+/// in callback data and logs, and no real writer needs more.
+const MAX_ID: usize = 256;
+
+/// A validated event with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    pub timestamp: String,
+    pub task_id: String,
+    pub title: String,
+    pub description: String,
+    pub data: Map<String, Value>,
+}
+
+/// Why a file was refused; `Display` is the text of its `.error` file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invalid {
+    TooLarge {
+        size: u64,
+        limit: u64,
+    },
+    NotRegular(&'static str),
+    NotUtf8 {
+        offset: usize,
+    },
+    Json {
+        line: usize,
+        column: usize,
+        problem: String,
+    },
+    NotObject(&'static str),
+    Missing(&'static str),
+    Empty(&'static str),
+    WrongType {
+        field: String,
+        want: &'static str,
+        found: &'static str,
+    },
+    TooLong {
+        field: &'static str,
+        limit: usize,
+    },
+    Unreadable(String),
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::TooLarge { size, limit } => write!(
+                f,
+                "the file is {size} bytes, over the limit of {limit} bytes; \
+                 shorten the description or raise [limits] max_event_bytes"
+            ),
+            Invalid::NotRegular(what) => write!(
+                f,
+                "this is {what}, not a regular file; write each event as a plain file"
+            ),
+            Invalid::NotUtf8 { offset } => write!(
+                f,
+                "the file is not valid UTF-8 (first bad byte at offset {offset}); \
+                 write event files as UTF-8 JSON"
+            ),
+            Invalid::Json {
+                line,
+                column,
+                problem,
+            } => write!(
+                f,
+                "not valid JSON at line {line}, column {column}: {problem}"
+            ),
+            Invalid::NotObject(found) => write!(
+                f,
+                "the file holds {found}; an event file holds one JSON object {{...}}"
+            ),
+            Invalid::Missing(field) => write!(
+                f,
+                "the required field \"{field}\" is missing; add it, e.g. \"{field}\": \"...\""
+            ),
+            Invalid::Empty(field) => write!(f, "the field \"{field}\" is empty; give it a value"),
+            Invalid::WrongType { field, want, found } => {
+                write!(f, "the field \"{field}\" must be {want}, but it is {found}")
+            }
+            Invalid::TooLong { field, limit } => write!(
+                f,
+                "the field \"{field}\" is longer than {limit} characters; shorten it"
+            ),
+            Invalid::Unreadable(why) => write!(f, "the file could not be read: {why}"),
+        }
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Takes an optional string field; `null` counts as absent.
+fn opt_string(
+    obj: &mut Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, Invalid> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(Invalid::WrongType {
+            field: field.into(),
+            want: "a string",
+            found: kind_of(&v),
+        }),
+    }
+}
+
+fn id_field(obj: &mut Map<String, Value>, field: &'static str) -> Result<Option<String>, Invalid> {
+    let v = opt_string(obj, field)?;
+    match v {
+        Some(s) if s.trim().is_empty() => Err(Invalid::Empty(field)),
+        Some(s) if s.chars().count() > MAX_ID => Err(Invalid::TooLong {
+            field,
+            limit: MAX_ID,
+        }),
+        Some(s) if s.chars().any(char::is_control) => Err(Invalid::WrongType {
+            field: field.into(),
+            want: "text without control characters",
+            found: "text with one",
+        }),
+        other => Ok(other),
+    }
+}
+
+/// Validates one event file's bytes. `now` is the ISO timestamp to default
+/// to and `new_id` makes an id when the file has neither `event_id` nor
+/// `task_id`.
+pub fn parse(bytes: &[u8], now: &str, new_id: impl FnOnce() -> String) -> Result<Event, Invalid> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes).map_err(|e| Invalid::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| Invalid::Json {
+        line: e.line(),
+        column: e.column(),
+        problem: e
+            .to_string()
+            .split(" at line")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    })?;
+    let mut obj = match value {
+        Value::Object(o) => o,
+        other => return Err(Invalid::NotObject(kind_of(&other))),
+    };
+    let kind = id_field(&mut obj, "type")?.ok_or(Invalid::Missing("type"))?;
+    let title = opt_string(&mut obj, "title")?.ok_or(Invalid::Missing("title"))?;
+    if title.trim().is_empty() {
+        return Err(Invalid::Empty("title"));
+    }
+    let event_id = id_field(&mut obj, "event_id")?;
+    let task_id = id_field(&mut obj, "task_id")?;
+    let source = id_field(&mut obj, "source")?;
+    let timestamp = opt_string(&mut obj, "timestamp")?;
+    let description = opt_string(&mut obj, "description")?;
+    let data = match obj.remove("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(v) => {
+            return Err(Invalid::WrongType {
+                field: "data".into(),
+                want: "an object",
+                found: kind_of(&v),
+            })
+        }
+    };
+    check_options(&data)?;
+    let event_id = match (event_id, &task_id) {
+        (Some(e), _) => e,
+        (None, Some(t)) => t.clone(),
+        (None, None) => new_id(),
+    };
+    Ok(Event {
+        task_id: task_id.unwrap_or_else(|| event_id.clone()),
+        event_id,
+        kind,
+        source: source.unwrap_or_else(|| "cctelegram".into()),
+        timestamp: timestamp.unwrap_or_else(|| now.to_string()),
+        title,
+        description: description.unwrap_or_default(),
+        data,
+    })
+}
+
+/// Button labels must be text; a wrong `options` list is the writer's bug
+/// and is refused rather than silently replaced by Approve/Deny.
+fn check_options(data: &Map<String, Value>) -> Result<(), Invalid> {
+    for field in ["options", "response_options"] {
+        match data.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                if items
+                    .iter()
+                    .any(|i| i.as_str().is_none_or(|s| s.trim().is_empty()))
+                {
+                    return Err(Invalid::WrongType {
+                        field: format!("data.{field}"),
+                        want: "a list of non-empty strings",
+                        found: "a list with something else in it",
+                    });
+                }
+                if items.len() > 20 {
+                    return Err(Invalid::TooLong {
+                        field: "data.options",
+                        limit: 20,
+                    });
+                }
+            }
+            Some(v) => {
+                return Err(Invalid::WrongType {
+                    field: format!("data.{field}"),
+                    want: "a list of strings",
+                    found: kind_of(v),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Event {
+    pub fn is_approval(&self) -> bool {
+        self.kind == "approval_request"
+    }
+
+    /// The approval buttons: `data.options`, else `data.response_options`,
+    /// else Approve and Deny.
+    pub fn options(&self) -> Vec<String> {
+        for field in ["options", "response_options"] {
+            if let Some(Value::Array(items)) = self.data.get(field) {
+                let v: Vec<String> = items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect();
+                if !v.is_empty() {
+                    return v;
+                }
+            }
+        }
+        vec!["Approve".into(), "Deny".into()]
+    }
+
+    pub fn str_data(&self, key: &str) -> Option<&str> {
+        self.data
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+    }
+}
+
+/// A fresh `evt_` + 12 hex id.
+pub fn new_id() -> String {
+    let mut b = [0u8; 6];
+    // SystemRandom reads getrandom(2); failure would mean a broken kernel.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let mut s = String::from("evt_");
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Event, Invalid> {
+        parse(s.as_bytes(), "2026-01-01T00:00:00.000Z", || {
+            "evt_000000000001".into()
+        })
+    }
+
+    #[test]
+    fn minimal_event_gets_defaults() {
+        let e = p(r#"{"type":"info_notification","title":"Hi"}"#).unwrap();
+        assert_eq!(e.event_id, "evt_000000000001");
+        assert_eq!(e.task_id, e.event_id);
+        assert_eq!(e.source, "cctelegram");
+        assert_eq!(e.timestamp, "2026-01-01T00:00:00.000Z");
+        assert_eq!(e.description, "");
+        assert!(e.data.is_empty());
+    }
+
+    #[test]
+    fn task_id_becomes_event_id() {
+        let e = p(r#"{"type":"x","title":"t","task_id":"T1"}"#).unwrap();
+        assert_eq!(e.event_id, "T1");
+    }
+
+    #[test]
+    fn refusals_say_what_to_fix() {
+        let cases = [
+            ("{", "not valid JSON at line 1"),
+            ("[1]", "holds a list"),
+            (r#"{"type":"x"}"#, "\"title\" is missing"),
+            (r#"{"title":"x"}"#, "\"type\" is missing"),
+            (r#"{"type":"x","title":"  "}"#, "\"title\" is empty"),
+            (r#"{"type":"x","title":5}"#, "\"title\" must be a string"),
+            (
+                r#"{"type":"x","title":"t","data":[]}"#,
+                "\"data\" must be an object",
+            ),
+            (
+                r#"{"type":"approval_request","title":"t","data":{"options":[1]}}"#,
+                "data.options",
+            ),
+        ];
+        for (input, want) in cases {
+            let err = p(input).unwrap_err().to_string();
+            assert!(err.contains(want), "{input}: {err}");
+        }
+        let err = parse(b"{\"type\":\"x\",\"title\":\"\xff\"}", "", String::new).unwrap_err();
+        assert_eq!(err, Invalid::NotUtf8 { offset: 21 });
+    }
+
+    #[test]
+    fn options_fall_back() {
+        let e = p(r#"{"type":"approval_request","title":"t"}"#).unwrap();
+        assert_eq!(e.options(), ["Approve", "Deny"]);
+        let e = p(
+            r#"{"type":"approval_request","title":"t","data":{"response_options":["A","B","C"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.options(), ["A", "B", "C"]);
+    }
+
+    #[test]
+    fn the_type_list_is_complete_and_unique() {
+        let mut v = TYPES.to_vec();
+        v.sort();
+        v.dedup();
+        assert_eq!(v.len(), TYPES.len());
+    }
+}

@@ -1,0 +1,341 @@
+//! Event files in `events_dir` become queue entries in `state_dir`.
+//!
+//! The order of a batch is the durability argument: queue files are written
+//! and synced, then the ids reach the duplicate memory, and only then do the
+//! event files leave `events_dir`. A crash at any point leaves either the
+//! event file (accepted again, into the same queue file names) or the queue
+//! entries, never neither. Bad files go to `events_dir/failed/` with a
+//! `NAME.error` beside them; nothing is deleted unread.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::clock;
+use crate::error::Result;
+use crate::event::{self, Event, Invalid};
+use crate::spool::{self, Item, Spool};
+use crate::stats::Stats;
+
+/// What the sender needs to know about a new queue entry.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub name: String,
+    pub chat: String,
+    pub seq: u64,
+    pub not_before: u64,
+}
+
+/// How a file name came to our attention.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Seen {
+    /// Closed after writing, moved in, or found by a scan: read it now.
+    Ready,
+    /// Only created: a regular file is still being written, but a symlink,
+    /// directory or pipe will never be "closed after writing".
+    Created,
+}
+
+enum Outcome {
+    Accept(Event),
+    Duplicate(String),
+    Refuse(Invalid),
+    /// Gone, not ours, or still being written.
+    Skip,
+}
+
+pub struct Ingest {
+    pub events_dir: PathBuf,
+    failed_dir: PathBuf,
+    spool: Arc<Spool>,
+    chats: Vec<String>,
+    max_bytes: u64,
+    seq: AtomicU64,
+    stats: Arc<Stats>,
+}
+
+/// Names we read: `*.json`, not hidden, not a writer's temporary file.
+pub fn is_candidate(name: &str) -> bool {
+    name.ends_with(".json") && !name.starts_with('.') && name.len() > ".json".len()
+}
+
+impl Ingest {
+    pub fn new(
+        events_dir: &Path,
+        spool: Arc<Spool>,
+        chats: Vec<String>,
+        max_bytes: u64,
+        stats: Arc<Stats>,
+    ) -> Result<Ingest> {
+        let failed_dir = events_dir.join("failed");
+        spool::ensure_dir(events_dir)?;
+        spool::ensure_dir(&failed_dir)?;
+        Ok(Ingest {
+            events_dir: events_dir.to_path_buf(),
+            failed_dir,
+            spool,
+            chats,
+            max_bytes,
+            // Sequence numbers order sends; starting from the clock keeps
+            // them increasing across restarts.
+            seq: AtomicU64::new(clock::now_ms() * 1000),
+            stats,
+        })
+    }
+
+    /// The candidate files present now, oldest first.
+    pub fn scan(&self) -> Result<Vec<(OsString, Seen)>> {
+        let dir = fs::read_dir(&self.events_dir)
+            .map_err(|e| crate::error::Error::io(&self.events_dir, e))?;
+        let mut found: Vec<(SystemTime, OsString)> = dir
+            .filter_map(|e| e.ok())
+            .filter(|e| is_candidate(&e.file_name().to_string_lossy()))
+            .map(|e| {
+                let t = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                (t, e.file_name())
+            })
+            .collect();
+        found.sort();
+        Ok(found.into_iter().map(|(_, n)| (n, Seen::Ready)).collect())
+    }
+
+    /// Accepts a batch of file names. Returns the new queue entries, or an
+    /// error when the state directory could not take them (disk full): the
+    /// event files then stay where they are, to be tried again.
+    pub fn batch(&self, names: Vec<(OsString, Seen)>) -> Result<Vec<Queued>> {
+        let now = clock::now_ms();
+        let now_iso = clock::iso8601(now);
+        let mut accepted: Vec<(PathBuf, Event)> = Vec::new();
+        let mut done: Vec<PathBuf> = Vec::new();
+        for (name, how) in names {
+            if !is_candidate(&name.to_string_lossy()) {
+                continue;
+            }
+            let path = self.events_dir.join(&name);
+            match self.examine(&path, how, &now_iso) {
+                Outcome::Skip => {}
+                Outcome::Refuse(why) => self.refuse(&path, &why),
+                Outcome::Duplicate(id) => {
+                    log::info!(
+                        "{}: event {id} was already accepted; skipped",
+                        name.to_string_lossy()
+                    );
+                    Stats::bump(&self.stats.events_duplicate);
+                    done.push(path);
+                }
+                Outcome::Accept(ev) => {
+                    if self.spool.is_seen(&ev.event_id, now)
+                        || accepted.iter().any(|(_, a)| a.event_id == ev.event_id)
+                    {
+                        log::info!(
+                            "{}: event {} was already accepted; skipped",
+                            name.to_string_lossy(),
+                            ev.event_id
+                        );
+                        Stats::bump(&self.stats.events_duplicate);
+                        done.push(path);
+                    } else {
+                        accepted.push((path, ev));
+                    }
+                }
+            }
+        }
+        let mut queued = Vec::new();
+        if !accepted.is_empty() {
+            let mut buttons = false;
+            for (_, ev) in &accepted {
+                if ev.is_approval() {
+                    self.write_buttons(ev)?;
+                    buttons = true;
+                }
+                for chat in &self.chats {
+                    let item = Item {
+                        seq: self.seq.fetch_add(1, Ordering::Relaxed),
+                        chat: chat.clone(),
+                        event: ev.clone(),
+                        parts_sent: 0,
+                        message_ids: Vec::new(),
+                        attempts: 0,
+                        not_before: 0,
+                        plain: false,
+                        last_error: None,
+                    };
+                    self.spool.put_unsynced(&item)?;
+                    queued.push(Queued {
+                        name: item.file_name(),
+                        chat: chat.clone(),
+                        seq: item.seq,
+                        not_before: 0,
+                    });
+                }
+            }
+            spool::sync_dir(&self.spool.queue)?;
+            if buttons {
+                spool::sync_dir(&self.spool.buttons)?;
+            }
+            let ids: Vec<String> = accepted.iter().map(|(_, e)| e.event_id.clone()).collect();
+            self.spool.mark_seen(&ids, now)?;
+            for (path, ev) in &accepted {
+                log::info!(
+                    "accepted {} ({}) from {}",
+                    ev.event_id,
+                    ev.kind,
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                );
+                Stats::bump(&self.stats.events_accepted);
+            }
+            done.extend(accepted.into_iter().map(|(p, _)| p));
+        }
+        for path in done {
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    log::warn!("{}: accepted but could not be removed: {e}", path.display());
+                }
+            }
+        }
+        Ok(queued)
+    }
+
+    fn examine(&self, path: &Path, how: Seen, now_iso: &str) -> Outcome {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(_) => return Outcome::Skip,
+        };
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            return Outcome::Refuse(Invalid::NotRegular("a symbolic link"));
+        }
+        if ft.is_dir() {
+            return Outcome::Refuse(Invalid::NotRegular("a directory"));
+        }
+        if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+            return Outcome::Refuse(Invalid::NotRegular("a pipe, socket or device"));
+        }
+        if how == Seen::Created {
+            return Outcome::Skip; // its close-after-write follows
+        }
+        if meta.len() > self.max_bytes {
+            return Outcome::Refuse(Invalid::TooLarge {
+                size: meta.len(),
+                limit: self.max_bytes,
+            });
+        }
+        let bytes = match read_bounded(path, self.max_bytes) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Outcome::Skip,
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                return Outcome::Refuse(Invalid::TooLarge {
+                    size: self.max_bytes + 1,
+                    limit: self.max_bytes,
+                })
+            }
+            Err(e) => return Outcome::Refuse(Invalid::Unreadable(e.to_string())),
+        };
+        match event::parse(&bytes, now_iso, event::new_id) {
+            Ok(ev) => {
+                if self.spool.is_seen(&ev.event_id, clock::now_ms()) {
+                    Outcome::Duplicate(ev.event_id)
+                } else {
+                    Outcome::Accept(ev)
+                }
+            }
+            // A file found by a scan while its writer is still at it ends
+            // early; its close-after-write will bring it back.
+            Err(Invalid::Json { ref problem, .. })
+                if problem.contains("EOF") && recently_modified(&meta) =>
+            {
+                Outcome::Skip
+            }
+            Err(why) => Outcome::Refuse(why),
+        }
+    }
+
+    fn write_buttons(&self, ev: &Event) -> Result<()> {
+        let body = serde_json::json!({
+            "event_id": ev.event_id,
+            "task_id": ev.task_id,
+            "type": ev.kind,
+            "title": ev.title,
+            "options": ev.options(),
+        });
+        let name = format!("{}.json", crate::telegram::render::button_key(&ev.task_id));
+        spool::write_file(
+            &self.spool.buttons,
+            &name,
+            body.to_string().as_bytes(),
+            0o600,
+        )
+    }
+
+    /// Moves a bad file to `failed/` with a `.error` file saying why.
+    fn refuse(&self, path: &Path, why: &Invalid) {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mut target = name.clone();
+        let mut n = 1;
+        while self.failed_dir.join(&target).symlink_metadata().is_ok()
+            || self.failed_dir.join(format!("{target}.error")).exists()
+        {
+            target = format!("{name}.{n}");
+            n += 1;
+        }
+        let text = format!(
+            "cctelegram did not send this event: {why}.\nFile: {name}\nAt: {}\n\
+             Fix the file and move it back into the events directory to send it.\n",
+            clock::iso8601(clock::now_ms())
+        );
+        let note = format!("{target}.error");
+        if let Err(e) = spool::write_atomic(&self.failed_dir, &note, text.as_bytes(), 0o644) {
+            log::error!("{name}: refused ({why}), but the note could not be written: {e}");
+        }
+        match fs::rename(path, self.failed_dir.join(&target)) {
+            Ok(()) => {
+                log::warn!("{name}: refused, moved to failed/{target}: {why}");
+                Stats::bump(&self.stats.events_refused);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let _ = fs::remove_file(self.failed_dir.join(&note));
+            }
+            Err(e) => log::error!("{name}: refused ({why}) but could not be moved to failed/: {e}"),
+        }
+    }
+}
+
+fn recently_modified(meta: &fs::Metadata) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < Duration::from_secs(2))
+}
+
+/// Reads at most `max` bytes without following a symlink or blocking on a
+/// pipe swapped in after the check.
+fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let f: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(io::Error::from(io::ErrorKind::FileTooLarge));
+    }
+    Ok(buf)
+}

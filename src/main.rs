@@ -1,0 +1,289 @@
+//! The `cctelegram` command: arguments, logger, configuration, exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cctelegram::config::{self, Config};
+use cctelegram::{clock, event, spool, Error, Result};
+
+const HELP: &str = "\
+cctelegram: event files in, Telegram messages out
+
+Usage:
+  cctelegram run [--config PATH]            the daemon, in the foreground
+  cctelegram send --type T --title S [--description S] [--task-id ID]
+                  [--data JSON] [--option LABEL]... [--events-dir DIR] [--config PATH]
+                                            write one event file, print its id
+  cctelegram check-config [--config PATH]   validate; print the effective settings
+  cctelegram help [COMMAND]                 this text
+  cctelegram --version
+
+Config: --config, else $CCTELEGRAM_CONFIG, else ~/.cc_telegram/config.toml
+if it exists, else built-in defaults plus environment.
+Logging: CCTELEGRAM_LOG=error|warn|info|debug (default info), to stderr.
+Exit codes: 0 ok, 64 bad usage, 78 bad configuration, 1 other failure.
+";
+
+const SEND_HELP: &str = "\
+cctelegram send: write one event file atomically into the events directory
+
+  --type T          event type, e.g. task_completion, approval_request
+  --title S         title (required)
+  --description S   longer text
+  --task-id ID      task id (approval buttons carry it)
+  --data JSON       a JSON object of extra fields, e.g. '{\"status\":\"ok\"}'
+  --option LABEL    an approval button; repeat for each
+  --events-dir DIR  where to write (default: the configured events_dir)
+
+Prints the new event's id. Example:
+  cctelegram send --type task_completion --title 'Backup done' --data '{\"duration_ms\":5321}'
+";
+
+/// Parsed `--flag value` pairs and the command.
+struct Args {
+    command: String,
+    flags: Vec<(String, String)>,
+    switches: Vec<String>,
+}
+
+const VALUE_FLAGS: &[&str] = &[
+    "--config",
+    "--type",
+    "--title",
+    "--description",
+    "--task-id",
+    "--data",
+    "--option",
+    "--events-dir",
+];
+
+fn parse_args(argv: Vec<String>) -> Result<Args> {
+    let mut it = argv.into_iter();
+    let mut args = Args {
+        command: String::new(),
+        flags: Vec::new(),
+        switches: Vec::new(),
+    };
+    while let Some(a) = it.next() {
+        if let Some((k, v)) = a.split_once('=').filter(|(k, _)| VALUE_FLAGS.contains(k)) {
+            args.flags.push((k.to_string(), v.to_string()));
+        } else if VALUE_FLAGS.contains(&a.as_str()) {
+            let v = it
+                .next()
+                .ok_or_else(|| Error::Usage(format!("{a} needs a value")))?;
+            args.flags.push((a, v));
+        } else if a.starts_with('-') {
+            args.switches.push(a);
+        } else if args.command.is_empty() {
+            args.command = a;
+        } else {
+            args.switches.push(a);
+        }
+    }
+    Ok(args)
+}
+
+impl Args {
+    fn one(&self, flag: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|(k, _)| k == flag)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, flag: &str) -> Vec<&str> {
+        self.flags
+            .iter()
+            .filter(|(k, _)| k == flag)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Refuses flags and words the command does not take.
+    fn only(&self, flags: &[&str], switches: &[&str]) -> Result<()> {
+        if let Some((k, _)) = self
+            .flags
+            .iter()
+            .find(|(k, _)| !flags.contains(&k.as_str()))
+        {
+            return Err(Error::Usage(format!(
+                "'{}' does not take {k}; see 'cctelegram help {}'",
+                self.command, self.command
+            )));
+        }
+        if let Some(s) = self
+            .switches
+            .iter()
+            .find(|s| !switches.contains(&s.as_str()))
+        {
+            return Err(Error::Usage(format!(
+                "'{}' does not take '{s}'; see 'cctelegram help {}'",
+                self.command, self.command
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+fn load_config(args: &Args, run_daemon: bool) -> Result<(Config, Option<PathBuf>)> {
+    let path = config::locate(args.one("--config").map(Path::new), &env);
+    let (cfg, warnings) = config::load(path.as_deref(), &env, run_daemon)?;
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    Ok((cfg, path))
+}
+
+fn init_logger() {
+    let level = match env("CCTELEGRAM_LOG").as_deref() {
+        Some("error") => log::LevelFilter::Error,
+        Some("warn") => log::LevelFilter::Warn,
+        Some("debug") => log::LevelFilter::Debug,
+        Some("trace") => log::LevelFilter::Trace,
+        _ => log::LevelFilter::Info,
+    };
+    // The HTTP stack's own debug output would print request URLs, and the
+    // bot token is part of every one of them: it stays at warnings.
+    let _ = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_module_level("ureq", log::LevelFilter::Warn)
+        .with_module_level("ureq_proto", log::LevelFilter::Warn)
+        .with_module_level("rustls", log::LevelFilter::Warn)
+        .with_module_level("polling", log::LevelFilter::Warn)
+        .with_module_level("async_io", log::LevelFilter::Warn)
+        .init();
+}
+
+fn send(args: &Args) -> Result<()> {
+    args.only(
+        &[
+            "--config",
+            "--type",
+            "--title",
+            "--description",
+            "--task-id",
+            "--data",
+            "--option",
+            "--events-dir",
+        ],
+        &[],
+    )?;
+    let kind = args
+        .one("--type")
+        .ok_or_else(|| Error::Usage("send needs --type, e.g. --type info_notification".into()))?;
+    let title = args
+        .one("--title")
+        .ok_or_else(|| Error::Usage("send needs --title".into()))?;
+    let mut data = match args.one("--data") {
+        None => serde_json::Map::new(),
+        Some(text) => match serde_json::from_str(text) {
+            Ok(serde_json::Value::Object(m)) => m,
+            Ok(_) => return Err(Error::Usage("--data must be a JSON object {...}".into())),
+            Err(e) => return Err(Error::Usage(format!("--data is not valid JSON: {e}"))),
+        },
+    };
+    let options = args.all("--option");
+    if !options.is_empty() {
+        data.insert("options".into(), options.into());
+    }
+    let dir = match args.one("--events-dir") {
+        Some(d) => PathBuf::from(d),
+        None => load_config(args, false)?.0.paths.events_dir,
+    };
+    let now = clock::now_ms();
+    let id = event::new_id();
+    let mut obj = serde_json::json!({
+        "event_id": id,
+        "type": kind,
+        "source": "cctelegram-send",
+        "timestamp": clock::iso8601(now),
+        "title": title,
+        "description": args.one("--description").unwrap_or(""),
+        "data": data,
+    });
+    if let Some(t) = args.one("--task-id") {
+        obj["task_id"] = t.into();
+    }
+    let bytes = serde_json::to_vec_pretty(&obj).unwrap_or_default();
+    // Refuse here what the daemon would refuse, while the writer can still see why.
+    event::parse(&bytes, "", String::new)
+        .map_err(|why| Error::Usage(format!("not sent: {why}")))?;
+    if !dir.is_dir() {
+        return Err(Error::io(
+            &dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the events directory does not exist; start the daemon once or pass --events-dir",
+            ),
+        ));
+    }
+    spool::write_atomic(&dir, &format!("{id}.json"), &bytes, 0o644)?;
+    println!("{id}");
+    Ok(())
+}
+
+fn check_config(args: &Args) -> Result<()> {
+    args.only(&["--config"], &[])?;
+    let (cfg, path) = load_config(args, false)?;
+    match path {
+        Some(p) => println!("# from {} plus environment", p.display()),
+        None => println!("# built-in defaults plus environment (no config file)"),
+    }
+    print!("{}", cfg.masked());
+    if cfg.telegram.bot_token.is_empty() {
+        eprintln!("note: no bot token is set; 'cctelegram run' needs TELEGRAM_BOT_TOKEN or [telegram] bot_token");
+    }
+    Ok(())
+}
+
+fn real_main() -> Result<()> {
+    let args = parse_args(std::env::args().skip(1).collect())?;
+    if args.switches.iter().any(|s| s == "--version" || s == "-V") && args.command.is_empty() {
+        println!("cctelegram {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let wants_help = args.switches.iter().any(|s| s == "--help" || s == "-h");
+    match args.command.as_str() {
+        "" if wants_help => print!("{HELP}"),
+        "help" => match args.switches.first().map(String::as_str) {
+            Some("send") => print!("{SEND_HELP}"),
+            _ => print!("{HELP}"),
+        },
+        "send" if wants_help => print!("{SEND_HELP}"),
+        _ if wants_help => print!("{HELP}"),
+        "run" => {
+            args.only(&["--config"], &[])?;
+            let (cfg, _) = load_config(&args, true)?;
+            cctelegram::daemon::run(cfg)?;
+        }
+        "send" => send(&args)?,
+        "check-config" => check_config(&args)?,
+        "" => {
+            return Err(Error::Usage(
+                "no command given; try 'cctelegram help'".into(),
+            ))
+        }
+        other => {
+            return Err(Error::Usage(format!(
+                "unknown command '{other}'; try 'cctelegram help'"
+            )))
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    init_logger();
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cctelegram: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

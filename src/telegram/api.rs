@@ -1,0 +1,141 @@
+//! A blocking Bot API client on ureq (rustls, ring).
+//!
+//! The bot token is part of every URL, so it is held here and nowhere else,
+//! and every error text that leaves this module passes [`redact`]. Calls
+//! block: the daemon runs them on smol's blocking pool.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::telegram::render::Part;
+
+pub struct Api {
+    agent: ureq::Agent,
+    base: String,
+    token: String,
+}
+
+/// Replaces the token, and its bot-id-less secret half, wherever it appears.
+pub fn redact(text: &str, token: &str) -> String {
+    if token.is_empty() {
+        return text.to_string();
+    }
+    let mut out = text.replace(token, "<token>");
+    if let Some((_, secret)) = token.split_once(':') {
+        if secret.len() >= 8 {
+            out = out.replace(secret, "<token>");
+        }
+    }
+    out
+}
+
+impl Api {
+    pub fn new(api_url: &str, token: &str) -> Api {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(Duration::from_secs(60)))
+            .user_agent(concat!("cctelegram/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Api {
+            agent: ureq::Agent::new_with_config(config),
+            base: api_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    fn transport(&self, what: impl std::fmt::Display) -> Error {
+        Error::Transport(redact(&what.to_string(), &self.token))
+    }
+
+    /// Calls `method` with JSON `params`; returns the `result` on `ok: true`.
+    pub fn call(&self, method: &str, params: &Value, timeout: Duration) -> Result<Value> {
+        let url = format!("{}/bot{}/{method}", self.base, self.token);
+        let body = serde_json::to_vec(params).unwrap_or_default();
+        let mut resp = self
+            .agent
+            .post(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("content-type", "application/json")
+            .send(&body[..])
+            .map_err(|e| self.transport(e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(8 << 20)
+            .read_to_vec()
+            .map_err(|e| self.transport(e))?;
+        let answer: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(_) if status >= 400 => {
+                return Err(Error::Telegram {
+                    status,
+                    description: format!("{method}: an answer that is not the Bot API's JSON"),
+                    retry_after: None,
+                })
+            }
+            Err(_) => return Err(self.transport(format!("{method}: an answer that is not JSON"))),
+        };
+        if answer["ok"].as_bool() == Some(true) {
+            return Ok(answer["result"].clone());
+        }
+        let code = answer["error_code"]
+            .as_u64()
+            .map(|c| c as u16)
+            .unwrap_or(status);
+        Err(Error::Telegram {
+            status: if code == 0 { status } else { code },
+            description: redact(
+                answer["description"].as_str().unwrap_or("no description"),
+                &self.token,
+            ),
+            retry_after: answer["parameters"]["retry_after"].as_u64(),
+        })
+    }
+
+    /// Sends one message part; returns Telegram's `message_id`.
+    pub fn send_message(&self, chat: &str, part: &Part) -> Result<i64> {
+        let mut params = json!({
+            "chat_id": chat_param(chat),
+            "text": part.text,
+            "link_preview_options": {"is_disabled": true},
+        });
+        if let Some(mode) = part.parse_mode {
+            params["parse_mode"] = json!(mode);
+        }
+        if let Some(markup) = part.reply_markup() {
+            params["reply_markup"] = markup;
+        }
+        let result = self.call("sendMessage", &params, Duration::from_secs(30))?;
+        result["message_id"]
+            .as_i64()
+            .ok_or_else(|| self.transport("sendMessage: the answer has no message_id"))
+    }
+}
+
+/// Numeric chat ids go as numbers, `@channel` names as strings.
+pub fn chat_param(chat: &str) -> Value {
+    chat.parse::<i64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| json!(chat))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_covers_both_halves() {
+        let t = "123456:AAHsecretsecret";
+        let s = redact(
+            "GET https://x/bot123456:AAHsecretsecret/getMe and AAHsecretsecret",
+            t,
+        );
+        assert!(!s.contains("AAHsecret"), "{s}");
+    }
+}

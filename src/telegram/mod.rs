@@ -1,0 +1,6 @@
+//! Everything that talks to the Telegram Bot API.
+
+pub mod api;
+pub mod pace;
+pub mod render;
+pub mod send;

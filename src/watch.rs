@@ -1,0 +1,113 @@
+//! Watches `events_dir` with inotify and hands new files to ingest.
+//!
+//! The inotify fd lives inside `smol::Async`, so an idle daemon sleeps in
+//! epoll and costs no CPU. The watch is added before the start-up scan, so
+//! a file written during the scan is seen by one or the other (ingest
+//! ignores the second sighting). A queue overflow, or a batch the state
+//! directory could not take, triggers a full rescan.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use inotify::{EventMask, Inotify, WatchMask};
+use smol::channel::Sender;
+use smol::future::FutureExt as _;
+use smol::Async;
+
+use crate::error::{Error, Result};
+use crate::ingest::{Ingest, Queued, Seen};
+
+/// How long to wait before retrying files the state directory refused.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+enum Batch {
+    Names(Vec<(OsString, Seen)>),
+    Rescan,
+}
+
+pub async fn run(ingest: Arc<Ingest>, tx: Sender<Vec<Queued>>) -> Result<()> {
+    let dir = ingest.events_dir.clone();
+    let inotify = Inotify::init().map_err(|e| Error::io(&dir, e))?;
+    inotify
+        .watches()
+        .add(
+            &dir,
+            WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::CREATE | WatchMask::ONLYDIR,
+        )
+        .map_err(|e| Error::io(&dir, e))?;
+    let mut inotify = Async::new(inotify).map_err(|e| Error::io(&dir, e))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut next = Batch::Rescan;
+    loop {
+        let names = match next {
+            Batch::Names(n) => n,
+            Batch::Rescan => ingest.scan()?,
+        };
+        let retry = if names.is_empty() {
+            false
+        } else {
+            let ing = ingest.clone();
+            match smol::unblock(move || ing.batch(names)).await {
+                Ok(queued) => {
+                    if !queued.is_empty() && tx.send(queued).await.is_err() {
+                        return Ok(()); // the sender has stopped
+                    }
+                    false
+                }
+                Err(e) => {
+                    log::error!(
+                        "cannot queue new events, will retry in {} s: {e}",
+                        RETRY_AFTER.as_secs()
+                    );
+                    true
+                }
+            }
+        };
+        let read = async {
+            // SAFETY: the closure only reads events; it never replaces or
+            // closes the inotify fd that async-io has registered.
+            let batch = unsafe {
+                inotify.read_with_mut(|i| {
+                    let mut names = Vec::new();
+                    let mut overflow = false;
+                    for ev in i.read_events(&mut buf)? {
+                        if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                            overflow = true;
+                        } else if ev.mask.contains(EventMask::IGNORED) {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                "the events directory was removed or unmounted",
+                            ));
+                        } else if let Some(name) = ev.name {
+                            let how = if ev.mask.contains(EventMask::CREATE) {
+                                Seen::Created
+                            } else {
+                                Seen::Ready
+                            };
+                            names.push((name.to_os_string(), how));
+                        }
+                    }
+                    Ok(if overflow {
+                        log::warn!("inotify queue overflowed; rescanning the events directory");
+                        Batch::Rescan
+                    } else {
+                        Batch::Names(names)
+                    })
+                })
+            }
+            .await;
+            batch.map_err(|e| Error::io(&dir, e))
+        };
+        next = if retry {
+            let timer = async {
+                smol::Timer::after(RETRY_AFTER).await;
+                Ok(Batch::Rescan)
+            };
+            // New files during the wait are picked up by the rescan.
+            read.or(timer).await?
+        } else {
+            read.await?
+        };
+    }
+}
