@@ -22,6 +22,17 @@ use crate::event::{self, Event, Invalid};
 use crate::spool::{self, Item, Spool};
 use crate::stats::Stats;
 
+/// What a batch produced.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub queued: Vec<Queued>,
+    /// Some file looked half-written; look again after this long.
+    pub look_again: Option<Duration>,
+}
+
+/// How long a file found half-written by a scan is given to be finished.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
+
 /// What the sender needs to know about a new queue entry.
 #[derive(Debug, Clone)]
 pub struct Queued {
@@ -34,8 +45,10 @@ pub struct Queued {
 /// How a file name came to our attention.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Seen {
-    /// Closed after writing, moved in, or found by a scan: read it now.
+    /// Closed after writing, or moved in: complete, read it now.
     Ready,
+    /// Found by a scan: read it now, but its writer may still be at it.
+    Scanned,
     /// Only created: a regular file is still being written, but a symlink,
     /// directory or pipe will never be "closed after writing".
     Created,
@@ -45,8 +58,10 @@ enum Outcome {
     Accept(Event),
     Duplicate(String),
     Refuse(Invalid),
-    /// Gone, not ours, or still being written.
+    /// Gone, or not ours.
     Skip,
+    /// Found by a scan half-written: its writer may still be at it.
+    Unfinished,
 }
 
 pub struct Ingest {
@@ -104,24 +119,26 @@ impl Ingest {
             })
             .collect();
         found.sort();
-        Ok(found.into_iter().map(|(_, n)| (n, Seen::Ready)).collect())
+        Ok(found.into_iter().map(|(_, n)| (n, Seen::Scanned)).collect())
     }
 
     /// Accepts a batch of file names. Returns the new queue entries, or an
     /// error when the state directory could not take them (disk full): the
     /// event files then stay where they are, to be tried again.
-    pub fn batch(&self, names: Vec<(OsString, Seen)>) -> Result<Vec<Queued>> {
+    pub fn batch(&self, names: Vec<(OsString, Seen)>) -> Result<Accepted> {
         let now = clock::now_ms();
         let now_iso = clock::iso8601(now);
         let mut accepted: Vec<(PathBuf, Event)> = Vec::new();
         let mut done: Vec<PathBuf> = Vec::new();
-        for (name, how) in names {
+        let mut look_again = None;
+        for (name, how) in one_sighting_each(names) {
             if !is_candidate(&name.to_string_lossy()) {
                 continue;
             }
             let path = self.events_dir.join(&name);
             match self.examine(&path, how, &now_iso) {
                 Outcome::Skip => {}
+                Outcome::Unfinished => look_again = Some(WRITER_GRACE),
                 Outcome::Refuse(why) => self.refuse(&path, &why),
                 Outcome::Duplicate(id) => {
                     log::info!(
@@ -201,7 +218,7 @@ impl Ingest {
                 }
             }
         }
-        Ok(queued)
+        Ok(Accepted { queued, look_again })
     }
 
     fn examine(&self, path: &Path, how: Seen, now_iso: &str) -> Outcome {
@@ -239,7 +256,11 @@ impl Ingest {
             }
             Err(e) => return Outcome::Refuse(Invalid::Unreadable(e.to_string())),
         };
-        match event::parse(&bytes, now_iso, event::new_id) {
+        // An event without an id gets one derived from this very file, so
+        // reading it again after a crash yields the same id and the
+        // duplicate memory recognises it.
+        let file_id = || file_event_id(path, &meta);
+        match event::parse(&bytes, now_iso, file_id) {
             Ok(ev) => {
                 if self.spool.is_seen(&ev.event_id, clock::now_ms()) {
                     Outcome::Duplicate(ev.event_id)
@@ -248,11 +269,11 @@ impl Ingest {
                 }
             }
             // A file found by a scan while its writer is still at it ends
-            // early; its close-after-write will bring it back.
+            // early; give the writer a moment before calling it broken.
             Err(Invalid::Json { ref problem, .. })
-                if problem.contains("EOF") && recently_modified(&meta) =>
+                if how == Seen::Scanned && problem.contains("EOF") && recently_modified(&meta) =>
             {
-                Outcome::Skip
+                Outcome::Unfinished
             }
             Err(why) => Outcome::Refuse(why),
         }
@@ -312,11 +333,47 @@ impl Ingest {
     }
 }
 
+/// Keeps the first sighting of each name, in order; a name also seen as
+/// ready to read counts as ready.
+fn one_sighting_each(names: Vec<(OsString, Seen)>) -> Vec<(OsString, Seen)> {
+    let mut out: Vec<(OsString, Seen)> = Vec::with_capacity(names.len());
+    let mut at: std::collections::HashMap<OsString, usize> = std::collections::HashMap::new();
+    for (name, how) in names {
+        match at.get(&name) {
+            Some(&i) => {
+                if out[i].1 == Seen::Created {
+                    out[i].1 = how;
+                }
+            }
+            None => {
+                at.insert(name.clone(), out.len());
+                out.push((name, how));
+            }
+        }
+    }
+    out
+}
+
+/// `evt_` + 12 hex digits from the file's name, inode, size and
+/// modification time: stable across re-reads, new for every new file.
+fn file_event_id(path: &Path, meta: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = format!(
+        "{}:{}:{}:{}.{}",
+        path.display(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    format!("evt_{}", &spool::hex_digest(&[stamp.as_bytes()])[..12])
+}
+
 fn recently_modified(meta: &fs::Metadata) -> bool {
     meta.modified()
         .ok()
         .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age < Duration::from_secs(2))
+        .is_some_and(|age| age < WRITER_GRACE)
 }
 
 /// Reads at most `max` bytes without following a symlink or blocking on a

@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use inotify::{EventMask, Inotify, WatchMask};
 use smol::channel::Sender;
@@ -39,31 +39,36 @@ pub async fn run(ingest: Arc<Ingest>, tx: Sender<Vec<Queued>>) -> Result<()> {
     let mut inotify = Async::new(inotify).map_err(|e| Error::io(&dir, e))?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut next = Batch::Rescan;
+    // When to rescan for files a batch could not finish with; it stands
+    // until a rescan happens, however many other batches come first.
+    let mut rescan_at: Option<Instant> = None;
     loop {
         let names = match next {
             Batch::Names(n) => n,
-            Batch::Rescan => ingest.scan()?,
+            Batch::Rescan => {
+                rescan_at = None;
+                ingest.scan()?
+            }
         };
-        let retry = if names.is_empty() {
-            false
-        } else {
+        let mut look_again = None;
+        if !names.is_empty() {
             let ing = ingest.clone();
             match smol::unblock(move || ing.batch(names)).await {
-                Ok(queued) => {
-                    if !queued.is_empty() && tx.send(queued).await.is_err() {
+                Ok(done) => {
+                    look_again = done.look_again;
+                    if !done.queued.is_empty() && tx.send(done.queued).await.is_err() {
                         return Ok(()); // the sender has stopped
                     }
-                    false
                 }
                 Err(e) => {
                     log::error!(
                         "cannot queue new events, will retry in {} s: {e}",
                         RETRY_AFTER.as_secs()
                     );
-                    true
+                    look_again = Some(RETRY_AFTER);
                 }
             }
-        };
+        }
         let read = async {
             // SAFETY: the closure only reads events; it never replaces or
             // closes the inotify fd that async-io has registered.
@@ -99,9 +104,13 @@ pub async fn run(ingest: Arc<Ingest>, tx: Sender<Vec<Queued>>) -> Result<()> {
             .await;
             batch.map_err(|e| Error::io(&dir, e))
         };
-        next = if retry {
+        if let Some(wait) = look_again {
+            let at = Instant::now() + wait;
+            rescan_at = Some(rescan_at.map_or(at, |t| t.min(at)));
+        }
+        next = if let Some(at) = rescan_at {
             let timer = async {
-                smol::Timer::after(RETRY_AFTER).await;
+                smol::Timer::at(at).await;
                 Ok(Batch::Rescan)
             };
             // New files during the wait are picked up by the rescan.

@@ -241,13 +241,13 @@ impl Sender {
             }) => {
                 let secs = retry_after.unwrap_or(5);
                 self.hold_until = clock::now_ms() + secs * 1000;
-                log::warn!(
-                    "Telegram asks to wait {secs} s (429 Too Many Requests); all sends held"
-                );
                 Stats::bump(&self.stats.send_retries);
                 if let Err(e) = self.spool.set_hold(self.hold_until) {
                     log::error!("cannot record the hold: {e}");
                 }
+                log::warn!(
+                    "Telegram asks to wait {secs} s (429 Too Many Requests); all sends held"
+                );
             }
             Err(e) if e.is_retryable() => {
                 item.attempts += 1;
@@ -289,15 +289,15 @@ impl Sender {
     }
 
     fn finish(&mut self, chat: &str, name: &str, item: &Item) {
+        // The event_processed webhook joins here (outbox) in a later change.
+        if let Err(e) = self.spool.remove(name) {
+            log::error!("cannot remove finished entry {name}: {e}");
+        }
         log::info!(
             "delivered {} to chat {chat} as message {:?}",
             item.event.event_id,
             item.message_ids
         );
-        // The event_processed webhook joins here (outbox) in a later change.
-        if let Err(e) = self.spool.remove(name) {
-            log::error!("cannot remove finished entry {name}: {e}");
-        }
         self.pop(chat);
     }
 }
