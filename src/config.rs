@@ -94,6 +94,9 @@ pub struct Config {
     pub health: Health,
 }
 
+/// Stands for the whole file in errors that are not about one key.
+const FILE: &str = "the config file";
+
 /// Every key the file may hold, by table; anything else is warned about.
 const KNOWN: &[(&str, &[&str])] = &[
     (
@@ -396,7 +399,7 @@ fn table<'a>(root: &'a Map<String, Value>, name: &'static str) -> Result<Table<'
 /// before validation) and one warning per unknown key.
 pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
     let root: Map<String, Value> = basic_toml::from_str(text)
-        .map_err(|e| Error::config("(file)", format!("not valid TOML: {e}")))?;
+        .map_err(|e| Error::config(FILE, format!("not valid TOML: {e}")))?;
     let mut warnings = Vec::new();
     unknown_keys(text, &root, &mut warnings);
     let mut c = Config::default();
@@ -706,12 +709,11 @@ pub fn load(
 ) -> Result<(Config, Vec<String>)> {
     let (mut c, warnings) = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                Error::config("--config", format!("cannot read {}: {e}", p.display()))
-            })?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Error::config(p.display().to_string(), format!("cannot read: {e}")))?;
             parse(&text).map_err(|e| match e {
-                Error::Config { key, problem } if key == "(file)" => {
-                    Error::config(format!("(file {})", p.display()), problem)
+                Error::Config { key, problem } if key == FILE => {
+                    Error::config(p.display().to_string(), problem)
                 }
                 e => e,
             })?

@@ -90,7 +90,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Error::Config { key, problem } => write!(f, "config key {key}: {problem}"),
+            Error::Config { key, problem } => write!(f, "bad configuration: {key}: {problem}"),
             Error::Usage(msg) => f.write_str(msg),
             Error::Telegram {
                 status,
