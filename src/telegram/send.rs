@@ -8,7 +8,7 @@
 //! A message repeats only if the process dies between Telegram's answer and
 //! the rewrite of its queue entry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,8 @@ pub struct Sender {
     pacer: Pacer,
     mode: ParseMode,
     chats: HashMap<String, VecDeque<Pending>>,
+    /// Names of every entry in `chats`, so a second sighting is cheap to skip.
+    known: HashSet<String>,
     hold_until: u64,
     stats: Arc<Stats>,
 }
@@ -77,6 +79,7 @@ impl Sender {
             pacer,
             mode,
             chats: HashMap::new(),
+            known: HashSet::new(),
             stats,
         };
         let pending = s.spool.pending()?;
@@ -91,11 +94,11 @@ impl Sender {
 
     fn add(&mut self, items: impl IntoIterator<Item = Queued>) {
         for q in items {
-            let list = self.chats.entry(q.chat).or_default();
-            // Already known (a restart's scan met a fresh event): keep one.
-            if list.iter().any(|p| p.name == q.name) {
+            // Already known (accepted again after a crash): keep one.
+            if !self.known.insert(q.name.clone()) {
                 continue;
             }
+            let list = self.chats.entry(q.chat).or_default();
             let p = Pending {
                 name: q.name,
                 seq: q.seq,
@@ -172,7 +175,9 @@ impl Sender {
 
     fn pop(&mut self, chat: &str) {
         if let Some(list) = self.chats.get_mut(chat) {
-            list.pop_front();
+            if let Some(p) = list.pop_front() {
+                self.known.remove(&p.name);
+            }
             if list.is_empty() {
                 self.chats.remove(chat);
             }
