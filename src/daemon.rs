@@ -1,42 +1,64 @@
-//! `cctelegram run`: wires the watcher, the spool and the sender together.
+//! `cctelegram run`: wires the watcher, the spool, the sender and the
+//! poller together.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use smol::future::FutureExt as _;
 
+use crate::approvals::Approvals;
 use crate::clock;
 use crate::config::Config;
 use crate::error::Result;
 use crate::ingest::Ingest;
-use crate::spool::{self, Spool};
+use crate::responses::Responses;
+use crate::spool::Spool;
 use crate::stats::Stats;
 use crate::telegram::api::Api;
 use crate::telegram::pace::Pacer;
+use crate::telegram::poll::{self, Poller};
 use crate::telegram::send::Sender;
 use crate::watch;
 
 /// Runs the daemon until a fatal error. Everything it accepted is on disk,
 /// so stopping it at any moment (even `kill -9`) loses nothing.
 pub fn run(cfg: Config) -> Result<()> {
+    let started = Instant::now();
     let stats = Arc::new(Stats::default());
-    spool::ensure_dir(&cfg.paths.responses_dir)?;
     let spool = Arc::new(Spool::open(&cfg.paths.state_dir, clock::now_ms())?);
+    let responses = Arc::new(Responses::open(&cfg.paths.responses_dir, spool.offset())?);
+    let approvals = Arc::new(Approvals::new(spool.buttons.clone()));
     let chats = cfg.target_chats();
     let ingest = Arc::new(Ingest::new(
         &cfg.paths.events_dir,
         spool.clone(),
+        approvals.clone(),
         chats.clone(),
         cfg.limits.max_event_bytes,
         stats.clone(),
     )?);
     let api = Arc::new(Api::new(&cfg.telegram.api_url, &cfg.telegram.bot_token));
+    let (expiry_tx, expiry_rx) = smol::channel::bounded(1);
     let sender = Sender::new(
-        api,
+        api.clone(),
         spool.clone(),
+        approvals.clone(),
+        expiry_tx,
         Pacer::new(&cfg.limits),
         cfg.telegram.parse_mode,
         stats.clone(),
     )?;
+    let poller = Poller {
+        api: api.clone(),
+        spool: spool.clone(),
+        approvals: approvals.clone(),
+        responses: responses.clone(),
+        allowed_users: cfg.telegram.allowed_users.clone(),
+        mode: cfg.telegram.parse_mode,
+        poll_timeout: cfg.telegram.poll_timeout_seconds,
+        stats: stats.clone(),
+        started,
+    };
     log::info!(
         "cctelegram {} watching {} for {} chat(s); {} send(s) queued from before",
         env!("CARGO_PKG_VERSION"),
@@ -45,5 +67,17 @@ pub fn run(cfg: Config) -> Result<()> {
         Stats::get(&stats.backlog),
     );
     let (tx, rx) = smol::channel::unbounded();
-    smol::block_on(watch::run(ingest, tx).or(sender.run(rx)))
+    let expiry = poll::expire(
+        api,
+        approvals,
+        responses,
+        cfg.telegram.parse_mode,
+        expiry_rx,
+    );
+    smol::block_on(
+        watch::run(ingest, tx)
+            .or(sender.run(rx))
+            .or(poller.run())
+            .or(expiry),
+    )
 }

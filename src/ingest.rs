@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::approvals::Approvals;
 use crate::clock;
 use crate::error::Result;
 use crate::event::{self, Event, Invalid};
@@ -68,6 +69,7 @@ pub struct Ingest {
     pub events_dir: PathBuf,
     failed_dir: PathBuf,
     spool: Arc<Spool>,
+    approvals: Arc<Approvals>,
     chats: Vec<String>,
     max_bytes: u64,
     seq: AtomicU64,
@@ -83,6 +85,7 @@ impl Ingest {
     pub fn new(
         events_dir: &Path,
         spool: Arc<Spool>,
+        approvals: Arc<Approvals>,
         chats: Vec<String>,
         max_bytes: u64,
         stats: Arc<Stats>,
@@ -94,6 +97,7 @@ impl Ingest {
             events_dir: events_dir.to_path_buf(),
             failed_dir,
             spool,
+            approvals,
             chats,
             max_bytes,
             // Sequence numbers order sends; starting from the clock keeps
@@ -170,7 +174,7 @@ impl Ingest {
             let mut buttons = false;
             for (_, ev) in &accepted {
                 if ev.is_approval() {
-                    self.write_buttons(ev)?;
+                    self.approvals.record(ev)?;
                     buttons = true;
                 }
                 for chat in &self.chats {
@@ -277,23 +281,6 @@ impl Ingest {
             }
             Err(why) => Outcome::Refuse(why),
         }
-    }
-
-    fn write_buttons(&self, ev: &Event) -> Result<()> {
-        let body = serde_json::json!({
-            "event_id": ev.event_id,
-            "task_id": ev.task_id,
-            "type": ev.kind,
-            "title": ev.title,
-            "options": ev.options(),
-        });
-        let name = format!("{}.json", crate::telegram::render::button_key(&ev.task_id));
-        spool::write_file(
-            &self.spool.buttons,
-            &name,
-            body.to_string().as_bytes(),
-            0o600,
-        )
     }
 
     /// Moves a bad file to `failed/` with a `.error` file saying why.

@@ -12,12 +12,14 @@
 //! - no forking, no PID files, no log files: the init system does that;
 //! - no Telegram features beyond notifications, buttons and replies.
 
+pub mod approvals;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod event;
 pub mod ingest;
+pub mod responses;
 pub mod spool;
 pub mod stats;
 pub mod telegram;

@@ -12,6 +12,9 @@
 //! - `seen.log`: event ids accepted in the last 24 hours (append-only,
 //!   compacted at start-up), the duplicate memory.
 //! - `hold`: unix ms before which Telegram asked us not to send (429).
+//! - `sent.log`: which event each sent message showed (30 days), so a
+//!   reply to a message finds its event.
+//! - `offset`: the next `getUpdates` offset.
 //!
 //! Nothing is rewritten in place; retry times are data in the files.
 
@@ -29,6 +32,9 @@ use crate::event::Event;
 
 /// How long an event id is remembered for duplicate detection.
 pub const SEEN_FOR_MS: u64 = 24 * 3600 * 1000;
+
+/// How long a sent message can still be replied to with its event known.
+const SENT_FOR_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// One pending send of one event to one chat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,6 +142,15 @@ pub struct Spool {
     pub undeliverable: PathBuf,
     pub buttons: PathBuf,
     seen: Mutex<Seen>,
+    sent: Mutex<File>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SentLine {
+    at: u64,
+    chat: String,
+    message_id: i64,
+    event_id: String,
 }
 
 struct Seen {
@@ -190,13 +205,70 @@ impl Spool {
             .append(true)
             .open(&log_path)
             .map_err(|e| Error::io(&log_path, e))?;
+        let sent = compact_sent(root, now_ms)?;
         Ok(Spool {
             root: root.to_path_buf(),
             queue,
             undeliverable,
             buttons,
             seen: Mutex::new(Seen { ids, log }),
+            sent: Mutex::new(sent),
         })
+    }
+
+    /// Records which event the messages in `chat` showed.
+    pub fn record_sent(
+        &self,
+        chat: &str,
+        message_ids: &[i64],
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut buf = String::new();
+        for &message_id in message_ids {
+            let line = SentLine {
+                at: now_ms,
+                chat: chat.to_string(),
+                message_id,
+                event_id: event_id.to_string(),
+            };
+            buf.push_str(&serde_json::to_string(&line).unwrap_or_default());
+            buf.push('\n');
+        }
+        let mut f = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        f.write_all(buf.as_bytes())
+            .and_then(|_| f.sync_data())
+            .map_err(|e| Error::io(self.root.join("sent.log"), e))
+    }
+
+    /// The event a message of ours showed, if it was sent in the last 30
+    /// days. Replies are rare, so this reads the log instead of keeping it
+    /// in memory.
+    pub fn event_of_message(&self, chat: &str, message_id: i64) -> Option<String> {
+        let _g = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let text = fs::read_to_string(self.root.join("sent.log")).ok()?;
+        text.lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<SentLine>(l).ok())
+            .find(|l| l.chat == chat && l.message_id == message_id)
+            .map(|l| l.event_id)
+    }
+
+    /// The saved `getUpdates` offset (0 when none).
+    pub fn offset(&self) -> i64 {
+        fs::read_to_string(self.root.join("offset"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn set_offset(&self, offset: i64) -> Result<()> {
+        write_atomic(
+            &self.root,
+            "offset",
+            format!("{offset}\n").as_bytes(),
+            0o600,
+        )
     }
 
     pub fn is_seen(&self, event_id: &str, now_ms: u64) -> bool {
@@ -281,6 +353,31 @@ impl Spool {
             0o600,
         )
     }
+}
+
+/// Rewrites `sent.log` without entries older than 30 days (and without a
+/// line torn by a crash); returns it opened for appending.
+fn compact_sent(root: &Path, now_ms: u64) -> Result<File> {
+    let path = root.join("sent.log");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let mut keep = String::new();
+    for line in text.lines() {
+        if let Ok(l) = serde_json::from_str::<SentLine>(line) {
+            if now_ms.saturating_sub(l.at) < SENT_FOR_MS {
+                keep.push_str(line);
+                keep.push('\n');
+            }
+        }
+    }
+    write_atomic(root, "sent.log", keep.as_bytes(), 0o600)?;
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))
 }
 
 fn seen_line(id: &str, at: u64) -> String {

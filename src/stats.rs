@@ -3,7 +3,7 @@
 //! Plain atomics: cheap enough for the hot path, and readable from any
 //! thread without a lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -21,6 +21,12 @@ pub struct Stats {
     pub send_failures: AtomicU64,
     /// Queue entries waiting to be sent.
     pub backlog: AtomicU64,
+    /// Updates received from `getUpdates`.
+    pub updates_received: AtomicU64,
+    /// Response files written.
+    pub responses_written: AtomicU64,
+    /// `getUpdates` answers 409: another program polls the same token.
+    pub polling_conflict: AtomicBool,
 }
 
 impl Stats {

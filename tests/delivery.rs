@@ -176,8 +176,11 @@ fn approval_buttons_carry_callback_data_within_64_bytes() {
             let saved = fs::read_to_string(setup.state.join("buttons").join(format!("{key}.json")))
                 .unwrap();
             let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
-            assert_eq!(saved["task_id"], json!(long_id));
-            assert_eq!(saved["options"], json!(["Approve", "Deny", "Review later"]));
+            assert_eq!(saved["event"]["task_id"], json!(long_id));
+            assert_eq!(
+                saved["event"]["data"]["options"],
+                json!(["Approve", "Deny", "Review later"])
+            );
         }
     }
 }

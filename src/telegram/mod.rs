@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod pace;
+pub mod poll;
 pub mod render;
 pub mod send;

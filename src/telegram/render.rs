@@ -443,7 +443,17 @@ pub fn render(ev: &Event, mode: ParseMode) -> Vec<Part> {
 }
 
 fn render_with_limit(ev: &Event, mode: ParseMode, max: usize) -> Vec<Part> {
-    let mut parts: Vec<Part> = split(lines_of(ev), max)
+    let mut parts = render_lines(lines_of(ev), mode, max);
+    if ev.is_approval() {
+        if let Some(last) = parts.last_mut() {
+            last.buttons = buttons(ev);
+        }
+    }
+    parts
+}
+
+fn render_lines(lines: Vec<Line>, mode: ParseMode, max: usize) -> Vec<Part> {
+    split(lines, max)
         .into_iter()
         .map(|lines| {
             let mut text = String::new();
@@ -465,13 +475,23 @@ fn render_with_limit(ev: &Event, mode: ParseMode, max: usize) -> Vec<Part> {
                 buttons: Vec::new(),
             }
         })
-        .collect();
-    if ev.is_approval() {
-        if let Some(last) = parts.last_mut() {
-            last.buttons = buttons(ev);
-        }
-    }
-    parts
+        .collect()
+}
+
+/// The last part of `ev`'s message with `note` appended on a line of its
+/// own and no buttons: what an approval shows once decided or expired.
+pub fn with_note(ev: &Event, mode: ParseMode, note: &str) -> Part {
+    let mut lines = lines_of(ev);
+    lines.push(Vec::new());
+    lines.push(vec![(Style::Italic, note.to_string())]);
+    let mut parts = render_lines(lines, mode, MAX_PART);
+    let mut last = parts.pop().unwrap_or(Part {
+        text: String::new(),
+        parse_mode: None,
+        buttons: Vec::new(),
+    });
+    last.buttons.clear();
+    last
 }
 
 /// The approval buttons with their callback data (CONTRACT section 4).

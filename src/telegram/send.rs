@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use smol::channel::Receiver;
 use smol::future::FutureExt as _;
 
+use crate::approvals::Approvals;
 use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
@@ -37,6 +38,9 @@ struct Pending {
 pub struct Sender {
     api: Arc<Api>,
     spool: Arc<Spool>,
+    approvals: Arc<Approvals>,
+    /// Tells the expiry timer that an approval now has a deadline.
+    expiries: smol::channel::Sender<()>,
     pacer: Pacer,
     mode: ParseMode,
     chats: HashMap<String, VecDeque<Pending>>,
@@ -65,9 +69,12 @@ pub fn backoff_ms(attempts: u32) -> u64 {
 }
 
 impl Sender {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         api: Arc<Api>,
         spool: Arc<Spool>,
+        approvals: Arc<Approvals>,
+        expiries: smol::channel::Sender<()>,
         pacer: Pacer,
         mode: ParseMode,
         stats: Arc<Stats>,
@@ -76,6 +83,8 @@ impl Sender {
             hold_until: spool.hold(),
             api,
             spool,
+            approvals,
+            expiries,
             pacer,
             mode,
             chats: HashMap::new(),
@@ -294,6 +303,30 @@ impl Sender {
     }
 
     fn finish(&mut self, chat: &str, name: &str, item: &Item) {
+        let now = clock::now_ms();
+        if let Err(e) = self
+            .spool
+            .record_sent(chat, &item.message_ids, &item.event.event_id, now)
+        {
+            log::error!(
+                "cannot record which event messages {:?} show: {e}",
+                item.message_ids
+            );
+        }
+        if item.event.is_approval() {
+            // The buttons are on the last part.
+            if let Some(&last) = item.message_ids.last() {
+                match self.approvals.delivered(&item.event, chat, last, now) {
+                    Ok(Some(_)) => {
+                        let _ = self.expiries.try_send(());
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        log::error!("cannot record the buttons of {}: {e}", item.event.event_id)
+                    }
+                }
+            }
+        }
         // The event_processed webhook joins here (outbox) in a later change.
         if let Err(e) = self.spool.remove(name) {
             log::error!("cannot remove finished entry {name}: {e}");

@@ -1,0 +1,512 @@
+//! The way back from Telegram: `getUpdates` long polling, button presses,
+//! messages, bot commands, and approvals that expire unanswered.
+//!
+//! Every answer that matters becomes a response file before the offset that
+//! confirms its update is saved, so a crash at any point neither loses an
+//! update nor (thanks to the update id in the file name) writes it twice.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use smol::channel::Receiver;
+use smol::future::FutureExt as _;
+
+use crate::approvals::{parse_callback, Approval, Approvals, Decision, Press};
+use crate::clock;
+use crate::config::ParseMode;
+use crate::error::{Error, Result};
+use crate::responses::Responses;
+use crate::spool::Spool;
+use crate::stats::Stats;
+use crate::telegram::api::{chat_param, Api};
+use crate::telegram::render;
+use crate::telegram::send::backoff_ms;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Poller {
+    pub api: Arc<Api>,
+    pub spool: Arc<Spool>,
+    pub approvals: Arc<Approvals>,
+    pub responses: Arc<Responses>,
+    pub allowed_users: Vec<i64>,
+    pub mode: ParseMode,
+    pub poll_timeout: u64,
+    pub stats: Arc<Stats>,
+    pub started: Instant,
+}
+
+async fn call(
+    api: &Arc<Api>,
+    method: &'static str,
+    params: Value,
+    timeout: Duration,
+) -> Result<Value> {
+    let api = api.clone();
+    smol::unblock(move || api.call(method, &params, timeout)).await
+}
+
+/// Who pressed or wrote, as the Bot API's `from` object has it.
+struct From {
+    id: i64,
+    username: Option<String>,
+    first_name: Option<String>,
+}
+
+impl From {
+    fn of(v: &Value) -> Option<From> {
+        Some(From {
+            id: v["id"].as_i64()?,
+            username: v["username"].as_str().map(str::to_string),
+            first_name: v["first_name"].as_str().map(str::to_string),
+        })
+    }
+
+    fn name(&self) -> String {
+        match (&self.username, &self.first_name) {
+            (Some(u), _) => format!("@{u}"),
+            (None, Some(f)) => f.clone(),
+            (None, None) => format!("user {}", self.id),
+        }
+    }
+}
+
+fn chat_key(v: &Value) -> String {
+    match &v["id"] {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+const COMMANDS_HELP: &str = "I forward notifications from this machine. \
+Press a button to answer an approval; write to me and your message is \
+recorded for the program that asked.\n\n/status: what the bridge is doing\n/help: this text";
+
+impl Poller {
+    fn allowed(&self, id: i64) -> bool {
+        self.allowed_users.contains(&id)
+    }
+
+    /// Polls until a fatal error; network trouble and 409s are waited out.
+    pub async fn run(self) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            match call(&self.api, "deleteWebhook", json!({}), CALL_TIMEOUT).await {
+                Ok(_) => break,
+                Err(e) => {
+                    attempt += 1;
+                    let wait = backoff_ms(attempt);
+                    log::warn!(
+                        "deleteWebhook failed, retrying in {:.1} s: {e}",
+                        wait as f64 / 1000.0
+                    );
+                    smol::Timer::after(Duration::from_millis(wait)).await;
+                }
+            }
+        }
+        let commands = json!({"commands": [
+            {"command": "status", "description": "What the bridge is doing"},
+            {"command": "help", "description": "What this bot does"},
+            {"command": "start", "description": "Start"},
+        ]});
+        if let Err(e) = call(&self.api, "setMyCommands", commands, CALL_TIMEOUT).await {
+            log::warn!("setMyCommands failed (the command menu may be missing): {e}");
+        }
+        let mut offset = self.spool.offset();
+        let mut attempt = 0;
+        let poll_wait = Duration::from_secs(self.poll_timeout + 15);
+        loop {
+            let params = json!({
+                "offset": offset,
+                "timeout": self.poll_timeout,
+                "allowed_updates": ["message", "callback_query"],
+            });
+            let updates = match call(&self.api, "getUpdates", params, poll_wait).await {
+                Ok(Value::Array(u)) => {
+                    if self.stats.polling_conflict.swap(false, Ordering::Relaxed) {
+                        log::info!("getUpdates works again; no other poller is in the way");
+                    }
+                    attempt = 0;
+                    u
+                }
+                Ok(other) => {
+                    log::warn!("getUpdates answered something that is not a list: {other}");
+                    Vec::new()
+                }
+                Err(e) => {
+                    attempt += 1;
+                    let wait = backoff_ms(attempt);
+                    if matches!(e, Error::Telegram { status: 409, .. }) {
+                        self.stats.polling_conflict.store(true, Ordering::Relaxed);
+                        log::warn!(
+                            "getUpdates: 409 Conflict: another program is polling this bot token; \
+                             retrying in {:.1} s",
+                            wait as f64 / 1000.0
+                        );
+                    } else {
+                        log::warn!(
+                            "getUpdates failed, retrying in {:.1} s: {e}",
+                            wait as f64 / 1000.0
+                        );
+                    }
+                    smol::Timer::after(Duration::from_millis(wait)).await;
+                    continue;
+                }
+            };
+            let mut next = offset;
+            let mut failed = None;
+            for u in &updates {
+                let Some(id) = u["update_id"].as_i64() else {
+                    continue;
+                };
+                if id < offset {
+                    continue;
+                }
+                if let Err(e) = self.handle(id, u).await {
+                    failed = Some(e);
+                    break;
+                }
+                next = id + 1;
+            }
+            if next != offset {
+                match self.spool.set_offset(next) {
+                    Ok(()) => {
+                        self.responses.confirm(next);
+                        offset = next;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if let Some(e) = failed {
+                // Unconfirmed updates come again: nothing is skipped.
+                attempt += 1;
+                let wait = backoff_ms(attempt);
+                log::error!(
+                    "cannot record an answer, retrying in {:.1} s: {e}",
+                    wait as f64 / 1000.0
+                );
+                smol::Timer::after(Duration::from_millis(wait)).await;
+            }
+        }
+    }
+
+    /// Handles one update. An error means it must be handled again later.
+    async fn handle(&self, update_id: i64, u: &Value) -> Result<()> {
+        Stats::bump(&self.stats.updates_received);
+        if let Some(q) = u.get("callback_query") {
+            self.press(update_id, q).await
+        } else if let Some(m) = u.get("message") {
+            self.message(update_id, m).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn answer(&self, query_id: &str, text: &str) {
+        let params = json!({"callback_query_id": query_id, "text": text});
+        if let Err(e) = call(&self.api, "answerCallbackQuery", params, CALL_TIMEOUT).await {
+            log::warn!("answerCallbackQuery failed: {e}");
+        }
+    }
+
+    async fn reply(&self, chat: &Value, text: &str) {
+        let params = json!({"chat_id": chat["id"], "text": text});
+        if let Err(e) = call(&self.api, "sendMessage", params, CALL_TIMEOUT).await {
+            log::warn!("reply to chat {} failed: {e}", chat_key(chat));
+        }
+    }
+
+    async fn press(&self, update_id: i64, q: &Value) -> Result<()> {
+        let query_id = q["id"].as_str().unwrap_or_default();
+        let Some(from) = From::of(&q["from"]) else {
+            return Ok(());
+        };
+        if !self.allowed(from.id) {
+            log::warn!(
+                "button press by user {} ({}), who is not in allowed_users: not authorized",
+                from.id,
+                from.name()
+            );
+            self.answer(query_id, "Not authorized.").await;
+            return Ok(());
+        }
+        let data = q["data"].as_str().unwrap_or_default();
+        let resolved = parse_callback(data).and_then(|(key, index, word)| {
+            let a = self.approvals.get(&key).ok().flatten()?;
+            let options = a.event.options();
+            let label = match index {
+                Some(i) => options.get(i).cloned(),
+                None => options
+                    .iter()
+                    .find(|o| o.trim().eq_ignore_ascii_case(word))
+                    .cloned(),
+            }?;
+            Some((key, label))
+        });
+        let Some((key, label)) = resolved else {
+            log::warn!(
+                "button press with unknown callback data {data:?} by {}",
+                from.name()
+            );
+            self.answer(query_id, "This button is no longer known.")
+                .await;
+            return Ok(());
+        };
+        let message_id = q["message"]["message_id"].as_i64();
+        let decision = Decision {
+            option: Some(label.clone()),
+            callback_data: Some(data.to_string()),
+            user_id: Some(from.id),
+            username: from.username.clone(),
+            first_name: from.first_name.clone(),
+            at: clock::now_ms(),
+            update_id: Some(update_id),
+        };
+        match self.approvals.decide(&key, decision)? {
+            Press::Decided(a) => {
+                self.answer(query_id, &format!("Recorded: {label}")).await;
+                if !self.responses.is_handled(update_id) {
+                    let body = json!({
+                        "timestamp": clock::iso8601(clock::now_ms()),
+                        "user_id": from.id,
+                        "username": from.username,
+                        "first_name": from.first_name,
+                        "callback_data": data,
+                        "original_message_id": message_id,
+                        "response_type": "callback_query",
+                        "event_id": a.event.event_id,
+                        "task_id": a.event.task_id,
+                        "option": label,
+                        "update_id": update_id,
+                    });
+                    let name = self
+                        .responses
+                        .write("callback", from.id, update_id, &body)?;
+                    Stats::bump(&self.stats.responses_written);
+                    log::info!(
+                        "{} chose {label:?} for event {}; wrote {name}",
+                        from.name(),
+                        a.event.event_id
+                    );
+                    // The user_response webhook joins here (outbox) in a later change.
+                }
+                let note = format!(
+                    "✅ {label}: by {} at {}",
+                    from.name(),
+                    clock::hh_mm(clock::now_ms())
+                );
+                self.show_outcome(&a, &note).await;
+            }
+            Press::AlreadyDecided(a) => {
+                let text = match &a.decision {
+                    Some(Decision {
+                        option: Some(o), ..
+                    }) => format!("Already decided: {o}"),
+                    _ => "Already decided: it expired".to_string(),
+                };
+                self.answer(query_id, &text).await;
+            }
+            Press::Unknown => {
+                self.answer(query_id, "This button is no longer known.")
+                    .await
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the buttons from every copy of the approval and appends `note`.
+    async fn show_outcome(&self, a: &Approval, note: &str) {
+        show_outcome(&self.api, self.mode, a, note).await
+    }
+
+    async fn message(&self, update_id: i64, m: &Value) -> Result<()> {
+        let chat = &m["chat"];
+        let Some(from) = From::of(&m["from"]) else {
+            return Ok(());
+        };
+        if !self.allowed(from.id) {
+            log::warn!(
+                "message from user {} ({}), who is not in allowed_users: not authorized",
+                from.id,
+                from.name()
+            );
+            self.reply(chat, "Not authorized.").await;
+            return Ok(());
+        }
+        let Some(text) = m["text"].as_str() else {
+            self.reply(chat, "Only text messages are recorded.").await;
+            return Ok(());
+        };
+        let command = text.strip_prefix('/').map(|c| {
+            c.split_whitespace()
+                .next()
+                .unwrap_or("")
+                .split('@')
+                .next()
+                .unwrap_or("")
+        });
+        match command {
+            Some("start") | Some("help") => {
+                self.reply(chat, COMMANDS_HELP).await;
+                return Ok(());
+            }
+            Some("status") => {
+                self.reply(chat, &self.status_text()).await;
+                return Ok(());
+            }
+            _ => {}
+        }
+        if self.responses.is_handled(update_id) {
+            return Ok(());
+        }
+        let reply_to = m["reply_to_message"]["message_id"].as_i64();
+        let event_id = reply_to.and_then(|r| self.spool.event_of_message(&chat_key(chat), r));
+        let body = json!({
+            "timestamp": clock::iso8601(clock::now_ms()),
+            "user_id": from.id,
+            "username": from.username,
+            "first_name": from.first_name,
+            "message_text": text,
+            "message_type": "text",
+            "response_type": "message",
+            "event_id": event_id,
+            "reply_to_message_id": reply_to,
+            "chat_id": chat_key(chat),
+            "update_id": update_id,
+        });
+        let name = self
+            .responses
+            .write("response", from.id, update_id, &body)?;
+        Stats::bump(&self.stats.responses_written);
+        log::info!("message from {} recorded as {name}", from.name());
+        // The user_response webhook joins here (outbox) in a later change.
+        Ok(())
+    }
+
+    fn status_text(&self) -> String {
+        let s = &self.stats;
+        let up = self.started.elapsed().as_secs();
+        format!(
+            "cctelegram {} up {}h {}m\nEvents accepted: {} (refused {}, duplicates {})\n\
+             Messages sent: {}\nWaiting to send: {}\nRetries: {}, failures: {}\nAnswers recorded: {}",
+            env!("CARGO_PKG_VERSION"),
+            up / 3600,
+            up % 3600 / 60,
+            Stats::get(&s.events_accepted),
+            Stats::get(&s.events_refused),
+            Stats::get(&s.events_duplicate),
+            Stats::get(&s.messages_sent),
+            Stats::get(&s.backlog),
+            Stats::get(&s.send_retries),
+            Stats::get(&s.send_failures),
+            Stats::get(&s.responses_written),
+        )
+    }
+}
+
+/// Removes the buttons from every message of `a` and appends `note`.
+pub async fn show_outcome(api: &Arc<Api>, mode: ParseMode, a: &Approval, note: &str) {
+    for (chat, message_id) in &a.messages {
+        let chat_id = chat_param(chat);
+        let remove = json!({"chat_id": chat_id, "message_id": message_id,
+            "reply_markup": {"inline_keyboard": []}});
+        if let Err(e) = call(api, "editMessageReplyMarkup", remove, CALL_TIMEOUT).await {
+            log::warn!("cannot remove the buttons of message {message_id} in chat {chat}: {e}");
+        }
+        let mut part = render::with_note(&a.event, mode, note);
+        for attempt in 0..2 {
+            let mut params =
+                json!({"chat_id": chat_id, "message_id": message_id, "text": part.text});
+            if let Some(m) = part.parse_mode {
+                params["parse_mode"] = json!(m);
+            }
+            match call(api, "editMessageText", params, CALL_TIMEOUT).await {
+                Ok(_) => break,
+                Err(e) if e.is_bad_entities() && attempt == 0 => {
+                    part = render::with_note(&a.event, ParseMode::Plain, note);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "cannot show the outcome on message {message_id} in chat {chat}: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Expires approvals whose `timeout_minutes` passed without a press. `wake`
+/// brings news of a new expiry time.
+pub async fn expire(
+    api: Arc<Api>,
+    approvals: Arc<Approvals>,
+    responses: Arc<Responses>,
+    mode: ParseMode,
+    wake: Receiver<()>,
+) -> Result<()> {
+    loop {
+        let now = clock::now_ms();
+        let due = approvals.expiries()?;
+        for (_, key) in due.iter().take_while(|(at, _)| *at <= now) {
+            let d = Decision {
+                option: None,
+                callback_data: None,
+                user_id: None,
+                username: None,
+                first_name: None,
+                at: now,
+                update_id: None,
+            };
+            let Press::Decided(a) = approvals.decide(key, d)? else {
+                continue;
+            };
+            let minutes = a
+                .event
+                .data
+                .get("timeout_minutes")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
+            let body = json!({
+                "timestamp": clock::iso8601(now),
+                "response_type": "expired",
+                "event_id": a.event.event_id,
+                "task_id": a.event.task_id,
+                "option": null,
+                "callback_data": null,
+                "original_message_id": a.messages.first().map(|m| m.1),
+                "timeout_minutes": minutes,
+            });
+            let name = responses.write_expired(key, &body)?;
+            log::info!(
+                "approval {} expired unanswered; wrote {name}",
+                a.event.event_id
+            );
+            let note = format!("⌛ Expired: no answer within {minutes} min");
+            show_outcome(&api, mode, &a, &note).await;
+        }
+        let next = due.iter().map(|(at, _)| *at).find(|at| *at > now);
+        match next {
+            Some(at) => {
+                let timer = async {
+                    smol::Timer::after(Duration::from_millis(at - now)).await;
+                };
+                let woke = async {
+                    if wake.recv().await.is_err() {
+                        // Nobody can announce expiries any more: just wait.
+                        std::future::pending::<()>().await;
+                    }
+                };
+                timer.or(woke).await;
+            }
+            None => {
+                if wake.recv().await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
