@@ -19,6 +19,7 @@ use crate::telegram::pace::Pacer;
 use crate::telegram::poll::{self, Poller};
 use crate::telegram::send::Sender;
 use crate::watch;
+use crate::webhook::deliver::Outbox;
 
 /// Runs the daemon until a fatal error. Everything it accepted is on disk,
 /// so stopping it at any moment (even `kill -9`) loses nothing.
@@ -38,11 +39,18 @@ pub fn run(cfg: Config) -> Result<()> {
         stats.clone(),
     )?);
     let api = Arc::new(Api::new(&cfg.telegram.api_url, &cfg.telegram.bot_token));
+    let outbox = Arc::new(Outbox::open(
+        &cfg.paths.state_dir,
+        &cfg.webhook,
+        started,
+        stats.clone(),
+    )?);
     let (expiry_tx, expiry_rx) = smol::channel::bounded(1);
     let sender = Sender::new(
         api.clone(),
         spool.clone(),
         approvals.clone(),
+        outbox.clone(),
         expiry_tx,
         Pacer::new(&cfg.limits),
         cfg.telegram.parse_mode,
@@ -53,6 +61,7 @@ pub fn run(cfg: Config) -> Result<()> {
         spool: spool.clone(),
         approvals: approvals.clone(),
         responses: responses.clone(),
+        outbox: outbox.clone(),
         allowed_users: cfg.telegram.allowed_users.clone(),
         mode: cfg.telegram.parse_mode,
         poll_timeout: cfg.telegram.poll_timeout_seconds,
@@ -78,6 +87,7 @@ pub fn run(cfg: Config) -> Result<()> {
         watch::run(ingest, tx)
             .or(sender.run(rx))
             .or(poller.run())
-            .or(expiry),
+            .or(expiry)
+            .or(outbox.run()),
     )
 }

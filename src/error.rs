@@ -27,6 +27,9 @@ pub enum Error {
     /// No usable HTTP answer: connection refused, reset, timed out, TLS, or
     /// an answer that is not the Bot API's JSON. The text is already redacted.
     Transport(String),
+    /// A command finished but did not succeed (a signature that does not
+    /// verify, a replay that failed again): exit code 1 with this text.
+    Failed(String),
     /// JSON that we wrote ourselves could not be read back (a damaged state file).
     Json {
         path: PathBuf,
@@ -65,7 +68,7 @@ impl Error {
                 source.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
             ),
-            Error::Config { .. } | Error::Usage(_) | Error::Json { .. } => false,
+            Error::Config { .. } | Error::Usage(_) | Error::Json { .. } | Error::Failed(_) => false,
         }
     }
 
@@ -104,6 +107,7 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Error::Transport(msg) => write!(f, "cannot reach Telegram: {msg}"),
+            Error::Failed(msg) => f.write_str(msg),
             Error::Json { path, source } => {
                 write!(f, "{}: damaged state file: {source}", path.display())
             }

@@ -188,6 +188,7 @@ impl Ingest {
                         not_before: 0,
                         plain: false,
                         last_error: None,
+                        pending_notified: false,
                     };
                     self.spool.put_unsynced(&item)?;
                     queued.push(Queued {

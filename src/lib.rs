@@ -24,5 +24,6 @@ pub mod spool;
 pub mod stats;
 pub mod telegram;
 pub mod watch;
+pub mod webhook;
 
 pub use error::{Error, Result};

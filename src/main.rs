@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cctelegram::config::{self, Config};
+use cctelegram::webhook::deliver::{DeadLetters, Outcome};
+use cctelegram::webhook::sign;
 use cctelegram::{clock, event, spool, Error, Result};
 
 const HELP: &str = "\
@@ -15,6 +17,10 @@ Usage:
                   [--data JSON] [--option LABEL]... [--events-dir DIR] [--config PATH]
                                             write one event file, print its id
   cctelegram check-config [--config PATH]   validate; print the effective settings
+  cctelegram dlq [--config PATH] list|replay ID|--all|purge ID|--all
+                                            dead-lettered webhook deliveries
+  cctelegram verify --secret S --signature SIG [--timestamp T] [--id ID] < body
+                                            check a webhook signature: exit 0 if valid
   cctelegram help [COMMAND]                 this text
   cctelegram --version
 
@@ -22,6 +28,31 @@ Config: --config, else $CCTELEGRAM_CONFIG, else ~/.cc_telegram/config.toml
 if it exists, else built-in defaults plus environment.
 Logging: CCTELEGRAM_LOG=error|warn|info|debug (default info), to stderr.
 Exit codes: 0 ok, 64 bad usage, 78 bad configuration, 1 other failure.
+";
+
+const DLQ_HELP: &str = "\
+cctelegram dlq: webhook deliveries that failed for good
+
+  dlq list            id, type, endpoint, attempts, last error, age
+  dlq replay ID       send again with a fresh timestamp and signature;
+  dlq replay --all    a delivered entry leaves the queue
+  dlq purge ID        delete without sending
+  dlq purge --all
+
+ID may be a unique prefix of the id. Add --config PATH as for 'run'.
+";
+
+const VERIFY_HELP: &str = "\
+cctelegram verify: check a webhook signature the way a receiver should
+
+  cctelegram verify --secret S --signature 'sha256=<hex>' [--timestamp T] < body
+  cctelegram verify --secret S --signature 'v1,<base64>' --id ID --timestamp T < body
+
+The body is read from standard input, byte for byte. A sha256= signature
+is X-CCTelegram-Signature (T is X-CCTelegram-Timestamp); a v1, signature is
+webhook-signature (ID is webhook-id, T is webhook-timestamp). Comparison is
+constant-time, and a timestamp more than 5 minutes from now is not valid.
+Exit 0: valid. Exit 1: not valid, with the reason.
 ";
 
 const SEND_HELP: &str = "\
@@ -55,6 +86,10 @@ const VALUE_FLAGS: &[&str] = &[
     "--data",
     "--option",
     "--events-dir",
+    "--secret",
+    "--signature",
+    "--timestamp",
+    "--id",
 ];
 
 fn parse_args(argv: Vec<String>) -> Result<Args> {
@@ -227,6 +262,117 @@ fn send(args: &Args) -> Result<()> {
     Ok(())
 }
 
+fn dlq(args: &Args) -> Result<()> {
+    args.only(&["--config"], &["list", "replay", "purge", "--all"])?;
+    let words: Vec<&str> = args.switches.iter().map(String::as_str).collect();
+    let (cfg, _) = load_config(args, false)?;
+    let dead = DeadLetters::new(&cfg.paths.state_dir);
+    match words.as_slice() {
+        ["list"] | [] => {
+            let list = dead.list()?;
+            if list.is_empty() {
+                println!("The dead letter queue is empty.");
+                return Ok(());
+            }
+            let now = clock::now_ms();
+            println!(
+                "{:<28} {:<16} {:>8} {:>8}  ENDPOINT / LAST ERROR",
+                "ID", "TYPE", "ATTEMPTS", "AGE"
+            );
+            for d in &list {
+                let age = now.saturating_sub(d.died_ms.unwrap_or(d.created_ms)) / 1000;
+                println!(
+                    "{:<28} {:<16} {:>8} {:>8}  {}\n{:>64}  {}",
+                    d.id,
+                    d.kind,
+                    d.attempts,
+                    human_age(age),
+                    d.endpoint,
+                    "",
+                    d.last_error.as_deref().unwrap_or("")
+                );
+            }
+            println!("{} dead letter(s).", list.len());
+            Ok(())
+        }
+        ["replay", which] | [which, "replay"] => {
+            let mut failed = 0;
+            for d in dead.select(which)? {
+                let id = d.id.clone();
+                match dead.replay(d, &cfg.webhook)? {
+                    Outcome::Delivered(status) => {
+                        println!("{id}: delivered ({status}), removed from the queue")
+                    }
+                    Outcome::Retry { error, .. }
+                    | Outcome::Refused { error, .. }
+                    | Outcome::Gone(error) => {
+                        failed += 1;
+                        println!("{id}: not delivered, kept: {error}");
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(Error::Failed(format!("{failed} deliveries failed again")));
+            }
+            Ok(())
+        }
+        ["purge", which] | [which, "purge"] => {
+            let list = dead.select(which)?;
+            for d in &list {
+                dead.purge(d)?;
+            }
+            println!("Purged {} dead letter(s).", list.len());
+            Ok(())
+        }
+        _ => Err(Error::Usage(
+            "dlq takes list, replay ID|--all or purge ID|--all; see 'cctelegram help dlq'".into(),
+        )),
+    }
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn verify(args: &Args) -> Result<()> {
+    args.only(&["--secret", "--signature", "--timestamp", "--id"], &[])?;
+    let secret = args
+        .one("--secret")
+        .ok_or_else(|| Error::Usage("verify needs --secret".into()))?;
+    let signature = args
+        .one("--signature")
+        .ok_or_else(|| Error::Usage("verify needs --signature".into()))?;
+    let timestamp =
+        match args.one("--timestamp") {
+            None => None,
+            Some(t) => Some(t.trim().parse::<u64>().map_err(|_| {
+                Error::Usage(format!("--timestamp must be unix seconds, found {t:?}"))
+            })?),
+        };
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+        .map_err(|e| Error::io("standard input", e))?;
+    match sign::verify(
+        secret,
+        args.one("--id"),
+        timestamp,
+        signature,
+        &body,
+        clock::now_ms() / 1000,
+    ) {
+        Ok(()) => {
+            println!("valid");
+            Ok(())
+        }
+        Err(why) => Err(Error::Failed(format!("not valid: {why}"))),
+    }
+}
+
 fn check_config(args: &Args) -> Result<()> {
     args.only(&["--config"], &[])?;
     let (cfg, path) = load_config(args, false)?;
@@ -252,6 +398,8 @@ fn real_main() -> Result<()> {
         "" if wants_help => print!("{HELP}"),
         "help" => match args.switches.first().map(String::as_str) {
             Some("send") => print!("{SEND_HELP}"),
+            Some("dlq") => print!("{DLQ_HELP}"),
+            Some("verify") => print!("{VERIFY_HELP}"),
             _ => print!("{HELP}"),
         },
         "send" if wants_help => print!("{SEND_HELP}"),
@@ -263,6 +411,8 @@ fn real_main() -> Result<()> {
         }
         "send" => send(&args)?,
         "check-config" => check_config(&args)?,
+        "dlq" => dlq(&args)?,
+        "verify" => verify(&args)?,
         "" => {
             return Err(Error::Usage(
                 "no command given; try 'cctelegram help'".into(),

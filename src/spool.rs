@@ -58,6 +58,9 @@ pub struct Item {
     pub plain: bool,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// A `pending` event_processed webhook has gone out for this send.
+    #[serde(default)]
+    pub pending_notified: bool,
 }
 
 impl Item {
@@ -151,6 +154,18 @@ struct SentLine {
     chat: String,
     message_id: i64,
     event_id: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    title: String,
+}
+
+/// The event a sent message showed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentEvent {
+    pub event_id: String,
+    pub kind: String,
+    pub title: String,
 }
 
 struct Seen {
@@ -221,7 +236,7 @@ impl Spool {
         &self,
         chat: &str,
         message_ids: &[i64],
-        event_id: &str,
+        ev: &Event,
         now_ms: u64,
     ) -> Result<()> {
         let mut buf = String::new();
@@ -230,7 +245,9 @@ impl Spool {
                 at: now_ms,
                 chat: chat.to_string(),
                 message_id,
-                event_id: event_id.to_string(),
+                event_id: ev.event_id.clone(),
+                kind: ev.kind.clone(),
+                title: ev.title.clone(),
             };
             buf.push_str(&serde_json::to_string(&line).unwrap_or_default());
             buf.push('\n');
@@ -244,14 +261,18 @@ impl Spool {
     /// The event a message of ours showed, if it was sent in the last 30
     /// days. Replies are rare, so this reads the log instead of keeping it
     /// in memory.
-    pub fn event_of_message(&self, chat: &str, message_id: i64) -> Option<String> {
+    pub fn event_of_message(&self, chat: &str, message_id: i64) -> Option<SentEvent> {
         let _g = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         let text = fs::read_to_string(self.root.join("sent.log")).ok()?;
         text.lines()
             .rev()
             .filter_map(|l| serde_json::from_str::<SentLine>(l).ok())
             .find(|l| l.chat == chat && l.message_id == message_id)
-            .map(|l| l.event_id)
+            .map(|l| SentEvent {
+                event_id: l.event_id,
+                kind: l.kind,
+                title: l.title,
+            })
     }
 
     /// The saved `getUpdates` offset (0 when none).
@@ -448,6 +469,7 @@ mod tests {
             not_before: 0,
             plain: false,
             last_error: None,
+            pending_notified: false,
         }
     }
 

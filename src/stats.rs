@@ -25,6 +25,14 @@ pub struct Stats {
     pub updates_received: AtomicU64,
     /// Response files written.
     pub responses_written: AtomicU64,
+    /// Webhook deliveries put in the outbox.
+    pub webhooks_queued: AtomicU64,
+    /// Webhook deliveries a receiver accepted (2xx).
+    pub webhooks_delivered: AtomicU64,
+    /// Webhook attempts that will be tried again.
+    pub webhook_retries: AtomicU64,
+    /// Webhook deliveries moved to the dead letter queue.
+    pub webhooks_dead: AtomicU64,
     /// `getUpdates` answers 409: another program polls the same token.
     pub polling_conflict: AtomicBool,
 }

@@ -23,6 +23,8 @@ use crate::stats::Stats;
 use crate::telegram::api::{chat_param, Api};
 use crate::telegram::render;
 use crate::telegram::send::backoff_ms;
+use crate::webhook::deliver::Outbox;
+use crate::webhook::payload;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -31,6 +33,7 @@ pub struct Poller {
     pub spool: Arc<Spool>,
     pub approvals: Arc<Approvals>,
     pub responses: Arc<Responses>,
+    pub outbox: Arc<Outbox>,
     pub allowed_users: Vec<i64>,
     pub mode: ParseMode,
     pub poll_timeout: u64,
@@ -53,6 +56,7 @@ struct From {
     id: i64,
     username: Option<String>,
     first_name: Option<String>,
+    last_name: Option<String>,
 }
 
 impl From {
@@ -61,7 +65,17 @@ impl From {
             id: v["id"].as_i64()?,
             username: v["username"].as_str().map(str::to_string),
             first_name: v["first_name"].as_str().map(str::to_string),
+            last_name: v["last_name"].as_str().map(str::to_string),
         })
+    }
+
+    fn user(&self) -> payload::User<'_> {
+        payload::User {
+            id: self.id,
+            username: self.username.as_deref(),
+            first_name: self.first_name.as_deref(),
+            last_name: self.last_name.as_deref(),
+        }
     }
 
     fn name(&self) -> String {
@@ -291,7 +305,22 @@ impl Poller {
                         from.name(),
                         a.event.event_id
                     );
-                    // The user_response webhook joins here (outbox) in a later change.
+                    let chat = chat_key(&q["message"]["chat"]);
+                    let answer = payload::Answer {
+                        response_id: format!("resp_{update_id}"),
+                        event_id: Some(&a.event.event_id),
+                        message_id,
+                        text: &label,
+                        chat_id: &chat,
+                        interaction: "callback_query",
+                        callback_data: Some(data),
+                    };
+                    let original = payload::Original {
+                        kind: Some(&a.event.kind),
+                        title: Some(&a.event.title),
+                        options: a.event.options(),
+                    };
+                    self.notify(&from, &answer, &original);
                 }
                 let note = format!(
                     "✅ {label}: by {} at {}",
@@ -363,7 +392,8 @@ impl Poller {
             return Ok(());
         }
         let reply_to = m["reply_to_message"]["message_id"].as_i64();
-        let event_id = reply_to.and_then(|r| self.spool.event_of_message(&chat_key(chat), r));
+        let replied = reply_to.and_then(|r| self.spool.event_of_message(&chat_key(chat), r));
+        let event_id = replied.as_ref().map(|e| e.event_id.clone());
         let body = json!({
             "timestamp": clock::iso8601(clock::now_ms()),
             "user_id": from.id,
@@ -382,8 +412,40 @@ impl Poller {
             .write("response", from.id, update_id, &body)?;
         Stats::bump(&self.stats.responses_written);
         log::info!("message from {} recorded as {name}", from.name());
-        // The user_response webhook joins here (outbox) in a later change.
+        let chat_id = chat_key(chat);
+        let answer = payload::Answer {
+            response_id: format!("resp_{update_id}"),
+            event_id: event_id.as_deref(),
+            message_id: m["message_id"].as_i64(),
+            text,
+            chat_id: &chat_id,
+            interaction: "message",
+            callback_data: None,
+        };
+        let original = payload::Original {
+            kind: replied.as_ref().map(|e| e.kind.as_str()),
+            title: replied.as_ref().map(|e| e.title.as_str()),
+            options: Vec::new(),
+        };
+        self.notify(&from, &answer, &original);
         Ok(())
+    }
+
+    /// Queues the `user_response` webhook; the response file is already on disk.
+    fn notify(&self, from: &From, answer: &payload::Answer, original: &payload::Original) {
+        let p = payload::user_response(
+            &from.user(),
+            answer,
+            original,
+            clock::now_ms(),
+            &self.outbox.info(),
+        );
+        if let Err(e) = self.outbox.enqueue("user_response", &p) {
+            log::error!(
+                "cannot queue the user_response webhook for {}: {e}",
+                answer.response_id
+            );
+        }
     }
 
     fn status_text(&self) -> String {

@@ -25,6 +25,8 @@ use crate::stats::Stats;
 use crate::telegram::api::Api;
 use crate::telegram::pace::Pacer;
 use crate::telegram::render;
+use crate::webhook::deliver::Outbox;
+use crate::webhook::payload::{self, Status};
 
 /// Retries of one entry back off from 1 s up to this, with jitter.
 const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
@@ -39,6 +41,7 @@ pub struct Sender {
     api: Arc<Api>,
     spool: Arc<Spool>,
     approvals: Arc<Approvals>,
+    outbox: Arc<Outbox>,
     /// Tells the expiry timer that an approval now has a deadline.
     expiries: smol::channel::Sender<()>,
     pacer: Pacer,
@@ -74,6 +77,7 @@ impl Sender {
         api: Arc<Api>,
         spool: Arc<Spool>,
         approvals: Arc<Approvals>,
+        outbox: Arc<Outbox>,
         expiries: smol::channel::Sender<()>,
         pacer: Pacer,
         mode: ParseMode,
@@ -84,6 +88,7 @@ impl Sender {
             api,
             spool,
             approvals,
+            outbox,
             expiries,
             pacer,
             mode,
@@ -256,6 +261,18 @@ impl Sender {
                 let secs = retry_after.unwrap_or(5);
                 self.hold_until = clock::now_ms() + secs * 1000;
                 Stats::bump(&self.stats.send_retries);
+                if !item.pending_notified {
+                    self.notify(
+                        chat,
+                        &item,
+                        Status::Pending,
+                        Some("Telegram rate limit (429)"),
+                    );
+                    item.pending_notified = true;
+                    if let Err(e) = self.spool.put(&item) {
+                        log::error!("cannot record progress of {name}: {e}");
+                    }
+                }
                 if let Err(e) = self.spool.set_hold(self.hold_until) {
                     log::error!("cannot record the hold: {e}");
                 }
@@ -273,6 +290,10 @@ impl Sender {
                     wait as f64 / 1000.0
                 );
                 Stats::bump(&self.stats.send_retries);
+                if !item.pending_notified {
+                    self.notify(chat, &item, Status::Pending, Some(&e.to_string()));
+                    item.pending_notified = true;
+                }
                 self.save_retry(chat, &name, &mut item, wait, e);
             }
             Err(e) => {
@@ -282,12 +303,32 @@ impl Sender {
                 );
                 item.last_error = Some(e.to_string());
                 Stats::bump(&self.stats.send_failures);
+                self.notify(chat, &item, Status::Failed, Some(&e.to_string()));
                 if let Err(e) = self.spool.give_up(&item) {
                     log::error!("cannot move {name} to undeliverable/: {e}");
                     return;
                 }
                 self.pop(chat);
             }
+        }
+    }
+
+    /// Queues an `event_processed` webhook for `item` in `chat`.
+    fn notify(&self, chat: &str, item: &Item, status: Status, error: Option<&str>) {
+        let payload = payload::event_processed(
+            &item.event,
+            chat,
+            status,
+            item.message_ids.last().copied(),
+            error,
+            clock::now_ms(),
+            &self.outbox.info(),
+        );
+        if let Err(e) = self.outbox.enqueue("event_processed", &payload) {
+            log::error!(
+                "cannot queue the event_processed webhook for {}: {e}",
+                item.event.event_id
+            );
         }
     }
 
@@ -306,7 +347,7 @@ impl Sender {
         let now = clock::now_ms();
         if let Err(e) = self
             .spool
-            .record_sent(chat, &item.message_ids, &item.event.event_id, now)
+            .record_sent(chat, &item.message_ids, &item.event, now)
         {
             log::error!(
                 "cannot record which event messages {:?} show: {e}",
@@ -327,7 +368,9 @@ impl Sender {
                 }
             }
         }
-        // The event_processed webhook joins here (outbox) in a later change.
+        // Queued before the entry goes: a crash in between repeats the
+        // webhook (at least once), never loses it.
+        self.notify(chat, item, Status::Delivered, None);
         if let Err(e) = self.spool.remove(name) {
             log::error!("cannot remove finished entry {name}: {e}");
         }

@@ -1,0 +1,5 @@
+//! Webhooks to the owner's services (CONTRACT section 6, `spec/webhooks.md`).
+
+pub mod deliver;
+pub mod payload;
+pub mod sign;
