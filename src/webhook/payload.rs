@@ -67,6 +67,7 @@ pub fn event_processed(
         "status": status.name(),
         "telegram_message_id": message_id,
         "chat_id": chat,
+        "data": ev.data,
     });
     if status == Status::Delivered {
         event["delivery_timestamp"] = json!(clock::iso8601(now_ms));
