@@ -75,6 +75,8 @@ struct Args {
     command: String,
     flags: Vec<(String, String)>,
     switches: Vec<String>,
+    /// Words after the command (`dlq replay ID`, `help send`).
+    positional: Vec<String>,
 }
 
 const VALUE_FLAGS: &[&str] = &[
@@ -98,6 +100,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args> {
         command: String::new(),
         flags: Vec::new(),
         switches: Vec::new(),
+        positional: Vec::new(),
     };
     while let Some(a) = it.next() {
         if let Some((k, v)) = a.split_once('=').filter(|(k, _)| VALUE_FLAGS.contains(k)) {
@@ -112,7 +115,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args> {
         } else if args.command.is_empty() {
             args.command = a;
         } else {
-            args.switches.push(a);
+            args.positional.push(a);
         }
     }
     Ok(args)
@@ -136,7 +139,7 @@ impl Args {
     }
 
     /// Refuses flags and words the command does not take.
-    fn only(&self, flags: &[&str], switches: &[&str]) -> Result<()> {
+    fn only(&self, flags: &[&str], switches: &[&str], positional: bool) -> Result<()> {
         if let Some((k, _)) = self
             .flags
             .iter()
@@ -154,6 +157,12 @@ impl Args {
         {
             return Err(Error::Usage(format!(
                 "'{}' does not take '{s}'; see 'cctelegram help {}'",
+                self.command, self.command
+            )));
+        }
+        if let Some(p) = self.positional.first().filter(|_| !positional) {
+            return Err(Error::Usage(format!(
+                "'{}' does not take '{p}'; see 'cctelegram help {}'",
                 self.command, self.command
             )));
         }
@@ -207,6 +216,7 @@ fn send(args: &Args) -> Result<()> {
             "--events-dir",
         ],
         &[],
+        false,
     )?;
     let kind = args
         .one("--type")
@@ -263,8 +273,11 @@ fn send(args: &Args) -> Result<()> {
 }
 
 fn dlq(args: &Args) -> Result<()> {
-    args.only(&["--config"], &["list", "replay", "purge", "--all"])?;
-    let words: Vec<&str> = args.switches.iter().map(String::as_str).collect();
+    args.only(&["--config"], &["--all"], true)?;
+    let mut words: Vec<&str> = args.positional.iter().map(String::as_str).collect();
+    if args.switches.iter().any(|s| s == "--all") {
+        words.push("--all");
+    }
     let (cfg, _) = load_config(args, false)?;
     let dead = DeadLetters::new(&cfg.paths.state_dir);
     match words.as_slice() {
@@ -340,7 +353,11 @@ fn human_age(secs: u64) -> String {
 }
 
 fn verify(args: &Args) -> Result<()> {
-    args.only(&["--secret", "--signature", "--timestamp", "--id"], &[])?;
+    args.only(
+        &["--secret", "--signature", "--timestamp", "--id"],
+        &[],
+        false,
+    )?;
     let secret = args
         .one("--secret")
         .ok_or_else(|| Error::Usage("verify needs --secret".into()))?;
@@ -374,7 +391,7 @@ fn verify(args: &Args) -> Result<()> {
 }
 
 fn check_config(args: &Args) -> Result<()> {
-    args.only(&["--config"], &[])?;
+    args.only(&["--config"], &[], false)?;
     let (cfg, path) = load_config(args, false)?;
     match path {
         Some(p) => println!("# from {} plus environment", p.display()),
@@ -396,7 +413,7 @@ fn real_main() -> Result<()> {
     let wants_help = args.switches.iter().any(|s| s == "--help" || s == "-h");
     match args.command.as_str() {
         "" if wants_help => print!("{HELP}"),
-        "help" => match args.switches.first().map(String::as_str) {
+        "help" => match args.positional.first().map(String::as_str) {
             Some("send") => print!("{SEND_HELP}"),
             Some("dlq") => print!("{DLQ_HELP}"),
             Some("verify") => print!("{VERIFY_HELP}"),
@@ -405,7 +422,7 @@ fn real_main() -> Result<()> {
         "send" if wants_help => print!("{SEND_HELP}"),
         _ if wants_help => print!("{HELP}"),
         "run" => {
-            args.only(&["--config"], &[])?;
+            args.only(&["--config"], &[], false)?;
             let (cfg, _) = load_config(&args, true)?;
             cctelegram::daemon::run(cfg)?;
         }

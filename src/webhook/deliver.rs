@@ -498,13 +498,12 @@ impl Outbox {
             Outcome::Retry { error, retry_after } => {
                 let retries_done = d.attempts - 1;
                 if u64::from(retries_done) >= self.cfg.retry.max_attempts {
-                    log::warn!(
-                        "webhook {} {id} to {} failed after {} attempts, moved to the dead letter queue: {error}",
-                        d.kind,
-                        d.endpoint,
-                        d.attempts
+                    let what = format!(
+                        "webhook {} {id} to {} failed after {} attempts",
+                        d.kind, d.endpoint, d.attempts
                     );
-                    self.bury(d, error)?;
+                    self.bury(d, error.clone())?;
+                    log::warn!("{what}, moved to the dead letter queue: {error}");
                     return Ok(None);
                 }
                 let wait = match retry_after {
@@ -512,6 +511,9 @@ impl Outbox {
                     None => retry_delay_ms(&self.cfg, d.attempts, jitter()),
                 };
                 Stats::bump(&self.stats.webhook_retries);
+                d.not_before = clock::now_ms() + wait;
+                d.last_error = Some(error.clone());
+                self.save(&d)?;
                 log::warn!(
                     "webhook {} {id} to {} failed (attempt {}), retrying in {:.1} s: {error}",
                     d.kind,
@@ -519,18 +521,12 @@ impl Outbox {
                     d.attempts,
                     wait as f64 / 1000.0
                 );
-                d.not_before = clock::now_ms() + wait;
-                d.last_error = Some(error);
-                self.save(&d)?;
                 Ok(Some(d.not_before))
             }
             Outcome::Refused { error, .. } => {
-                log::warn!(
-                    "webhook {} {id} refused by {}, moved to the dead letter queue: {error}",
-                    d.kind,
-                    d.endpoint
-                );
-                self.bury(d, error)?;
+                let what = format!("webhook {} {id} refused by {}", d.kind, d.endpoint);
+                self.bury(d, error.clone())?;
+                log::warn!("{what}, moved to the dead letter queue: {error}");
                 Ok(None)
             }
             Outcome::Gone(error) => {
