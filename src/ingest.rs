@@ -189,6 +189,7 @@ impl Ingest {
                         plain: false,
                         last_error: None,
                         pending_notified: false,
+                        accepted_ms: now,
                     };
                     self.spool.put_unsynced(&item)?;
                     queued.push(Queued {

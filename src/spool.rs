@@ -58,6 +58,9 @@ pub struct Item {
     pub plain: bool,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Unix ms the event was accepted.
+    #[serde(default)]
+    pub accepted_ms: u64,
     /// A `pending` event_processed webhook has gone out for this send.
     #[serde(default)]
     pub pending_notified: bool,
@@ -470,6 +473,7 @@ mod tests {
             plain: false,
             last_error: None,
             pending_notified: false,
+            accepted_ms: 0,
         }
     }
 

@@ -233,7 +233,9 @@ impl Sender {
         self.pacer.sent(chat, Instant::now());
         let api = self.api.clone();
         let to = chat.to_string();
+        let started = Instant::now();
         let result = smol::unblock(move || api.send_message(&to, &part)).await;
+        self.stats.telegram_request.observe(started.elapsed());
         match result {
             Ok(message_id) => {
                 item.parts_sent += 1;
@@ -373,6 +375,11 @@ impl Sender {
         self.notify(chat, item, Status::Delivered, None);
         if let Err(e) = self.spool.remove(name) {
             log::error!("cannot remove finished entry {name}: {e}");
+        }
+        Stats::bump(&self.stats.events_delivered);
+        if item.accepted_ms > 0 {
+            let ms = clock::now_ms().saturating_sub(item.accepted_ms);
+            self.stats.event_delivery.observe(Duration::from_millis(ms));
         }
         log::info!(
             "delivered {} to chat {chat} as message {:?}",

@@ -414,12 +414,16 @@ impl Outbox {
                 let (agent, secret, done) =
                     (agent.clone(), self.cfg.secret.clone(), done_tx.clone());
                 let max_retries = self.cfg.retry.max_attempts;
+                let stats = self.stats.clone();
                 smol::unblock(move || {
+                    let started = Instant::now();
                     let outcome = attempt(&agent, &secret, &d, max_retries, now_s);
+                    stats.webhook_request.observe(started.elapsed());
                     let _ = done.send_blocking((d.id.clone(), outcome));
                 })
                 .detach();
             }
+            Stats::set(&self.stats.webhooks_pending, pending.len() as u64);
             let next_due = pending
                 .iter()
                 .filter(|(id, m)| !in_flight.contains(*id) && !disabled.contains(&m.endpoint))
