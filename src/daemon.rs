@@ -30,6 +30,7 @@ pub fn run(cfg: Config) -> Result<()> {
     let responses = Arc::new(Responses::open(&cfg.paths.responses_dir, spool.offset())?);
     let approvals = Arc::new(Approvals::new(spool.buttons.clone()));
     let chats = cfg.target_chats();
+    let (tx, rx) = smol::channel::unbounded();
     let ingest = Arc::new(Ingest::new(
         &cfg.paths.events_dir,
         spool.clone(),
@@ -37,6 +38,7 @@ pub fn run(cfg: Config) -> Result<()> {
         chats.clone(),
         cfg.limits.max_event_bytes,
         stats.clone(),
+        tx,
     )?);
     let api = Arc::new(Api::new(&cfg.telegram.api_url, &cfg.telegram.bot_token));
     let outbox = Arc::new(Outbox::open(
@@ -75,7 +77,6 @@ pub fn run(cfg: Config) -> Result<()> {
         chats.len(),
         Stats::get(&stats.backlog),
     );
-    let (tx, rx) = smol::channel::unbounded();
     let expiry = poll::expire(
         api,
         approvals,
@@ -84,7 +85,7 @@ pub fn run(cfg: Config) -> Result<()> {
         expiry_rx,
     );
     smol::block_on(
-        watch::run(ingest, tx)
+        watch::run(ingest)
             .or(sender.run(rx))
             .or(poller.run())
             .or(expiry)

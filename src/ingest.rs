@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -23,24 +23,55 @@ use crate::event::{self, Event, Invalid};
 use crate::spool::{self, Item, Spool};
 use crate::stats::Stats;
 
-/// What a batch produced.
+/// What a batch asks of the watcher.
 #[derive(Debug, Default)]
 pub struct Accepted {
-    pub queued: Vec<Queued>,
     /// Some file looked half-written; look again after this long.
     pub look_again: Option<Duration>,
+}
+
+/// Tells the sender when a queue entry it already has is on disk.
+pub struct Durable {
+    ok: AtomicBool,
+    tx: std::sync::Mutex<Option<smol::channel::Sender<()>>>,
+    rx: smol::channel::Receiver<()>,
+}
+
+impl Durable {
+    fn new() -> Arc<Durable> {
+        let (tx, rx) = smol::channel::bounded(1);
+        Arc::new(Durable {
+            ok: AtomicBool::new(false),
+            tx: std::sync::Mutex::new(Some(tx)),
+            rx,
+        })
+    }
+
+    fn done(&self, ok: bool) {
+        self.ok.store(ok, Ordering::SeqCst);
+        // Closing the channel wakes every waiter.
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Waits until the entry is on disk; false if it could not be written
+    /// (the event file then stays, to be accepted again).
+    pub async fn wait(&self) -> bool {
+        let _ = self.rx.recv().await;
+        self.ok.load(Ordering::SeqCst)
+    }
 }
 
 /// How long a file found half-written by a scan is given to be finished.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
 
 /// What the sender needs to know about a new queue entry.
-#[derive(Debug, Clone)]
 pub struct Queued {
     pub name: String,
     pub chat: String,
     pub seq: u64,
     pub not_before: u64,
+    /// The entry itself, handed over before it is on disk.
+    pub early: Option<(Item, Arc<Durable>)>,
 }
 
 /// How a file name came to our attention.
@@ -74,6 +105,7 @@ pub struct Ingest {
     max_bytes: u64,
     seq: AtomicU64,
     stats: Arc<Stats>,
+    tx: smol::channel::Sender<Vec<Queued>>,
 }
 
 /// Names we read: `*.json`, not hidden, not a writer's temporary file.
@@ -89,6 +121,7 @@ impl Ingest {
         chats: Vec<String>,
         max_bytes: u64,
         stats: Arc<Stats>,
+        tx: smol::channel::Sender<Vec<Queued>>,
     ) -> Result<Ingest> {
         let failed_dir = events_dir.join("failed");
         spool::ensure_dir(events_dir)?;
@@ -104,6 +137,7 @@ impl Ingest {
             // them increasing across restarts.
             seq: AtomicU64::new(clock::now_ms() * 1000),
             stats,
+            tx,
         })
     }
 
@@ -169,43 +203,54 @@ impl Ingest {
                 }
             }
         }
-        let mut queued = Vec::new();
         if !accepted.is_empty() {
-            let mut buttons = false;
-            for (_, ev) in &accepted {
-                if ev.is_approval() {
-                    self.approvals.record(ev)?;
-                    buttons = true;
-                }
-                for chat in &self.chats {
-                    let item = Item {
-                        seq: self.seq.fetch_add(1, Ordering::Relaxed),
-                        chat: chat.clone(),
-                        event: ev.clone(),
-                        parts_sent: 0,
-                        message_ids: Vec::new(),
-                        attempts: 0,
+            let items: Vec<Item> = accepted
+                .iter()
+                .flat_map(|(_, ev)| self.chats.iter().map(move |chat| (ev, chat)))
+                .map(|(ev, chat)| Item {
+                    seq: self.seq.fetch_add(1, Ordering::Relaxed),
+                    chat: chat.clone(),
+                    event: ev.clone(),
+                    parts_sent: 0,
+                    message_ids: Vec::new(),
+                    attempts: 0,
+                    not_before: 0,
+                    plain: false,
+                    last_error: None,
+                    pending_notified: false,
+                    accepted_ms: now,
+                })
+                .collect();
+            // A lone event goes to the sender at once, while it is made
+            // durable: its latency is then the send, not the fsyncs. The
+            // sender waits for `durable` before it records anything, and the
+            // event file stays until then, so a crash can only repeat this
+            // one message. A burst takes the plain path: a crash in it must
+            // not repeat hundreds.
+            let early = (accepted.len() == 1).then(Durable::new);
+            let queued = |with: Option<&Arc<Durable>>| -> Vec<Queued> {
+                items
+                    .iter()
+                    .map(|i| Queued {
+                        name: i.file_name(),
+                        chat: i.chat.clone(),
+                        seq: i.seq,
                         not_before: 0,
-                        plain: false,
-                        last_error: None,
-                        pending_notified: false,
-                        accepted_ms: now,
-                    };
-                    self.spool.put_unsynced(&item)?;
-                    queued.push(Queued {
-                        name: item.file_name(),
-                        chat: chat.clone(),
-                        seq: item.seq,
-                        not_before: 0,
-                    });
-                }
+                        early: with.map(|d| (i.clone(), d.clone())),
+                    })
+                    .collect()
+            };
+            if let Some(d) = &early {
+                let _ = self.tx.send_blocking(queued(Some(d)));
             }
-            spool::sync_dir(&self.spool.queue)?;
-            if buttons {
-                spool::sync_dir(&self.spool.buttons)?;
+            let written = self.persist(&accepted, &items, now);
+            if let Some(d) = &early {
+                d.done(written.is_ok());
             }
-            let ids: Vec<String> = accepted.iter().map(|(_, e)| e.event_id.clone()).collect();
-            self.spool.mark_seen(&ids, now)?;
+            written?;
+            if early.is_none() {
+                let _ = self.tx.send_blocking(queued(None));
+            }
             for (path, ev) in &accepted {
                 log::info!(
                     "accepted {} ({}) from {}",
@@ -224,7 +269,28 @@ impl Ingest {
                 }
             }
         }
-        Ok(Accepted { queued, look_again })
+        Ok(Accepted { look_again })
+    }
+
+    /// Makes a batch durable: button files, queue files, their
+    /// directories, then the duplicate memory.
+    fn persist(&self, accepted: &[(PathBuf, Event)], items: &[Item], now: u64) -> Result<()> {
+        let mut buttons = false;
+        for (_, ev) in accepted {
+            if ev.is_approval() {
+                self.approvals.record(ev)?;
+                buttons = true;
+            }
+        }
+        for item in items {
+            self.spool.put_unsynced(item)?;
+        }
+        spool::sync_dir(&self.spool.queue)?;
+        if buttons {
+            spool::sync_dir(&self.spool.buttons)?;
+        }
+        let ids: Vec<String> = accepted.iter().map(|(_, e)| e.event_id.clone()).collect();
+        self.spool.mark_seen(&ids, now)
     }
 
     fn examine(&self, path: &Path, how: Seen, now_iso: &str) -> Outcome {

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod error;
 pub mod event;
 pub mod ingest;
+pub mod net;
 pub mod responses;
 pub mod spool;
 pub mod stats;

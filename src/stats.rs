@@ -106,26 +106,90 @@ impl Stats {
     pub fn prometheus(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::with_capacity(4096);
         let counters = [
-            ("cctelegram_events_accepted_total", "Event files accepted", &self.events_accepted),
-            ("cctelegram_events_refused_total", "Event files moved to failed/", &self.events_refused),
-            ("cctelegram_events_duplicate_total", "Event files skipped as duplicates", &self.events_duplicate),
-            ("cctelegram_events_delivered_total", "Events delivered to a chat", &self.events_delivered),
-            ("cctelegram_messages_sent_total", "Telegram messages sent", &self.messages_sent),
-            ("cctelegram_telegram_retries_total", "Telegram sends to be retried", &self.send_retries),
-            ("cctelegram_telegram_failures_total", "Telegram sends refused for good", &self.send_failures),
-            ("cctelegram_updates_received_total", "Telegram updates received", &self.updates_received),
-            ("cctelegram_responses_written_total", "Response files written", &self.responses_written),
-            ("cctelegram_webhook_deliveries_queued_total", "Webhook deliveries queued", &self.webhooks_queued),
-            ("cctelegram_webhook_deliveries_total", "Webhook deliveries accepted by a receiver", &self.webhooks_delivered),
-            ("cctelegram_webhook_retries_total", "Webhook attempts to be retried", &self.webhook_retries),
-            ("cctelegram_webhook_dead_letters_total", "Webhook deliveries moved to the dead letter queue", &self.webhooks_dead),
+            (
+                "cctelegram_events_accepted_total",
+                "Event files accepted",
+                &self.events_accepted,
+            ),
+            (
+                "cctelegram_events_refused_total",
+                "Event files moved to failed/",
+                &self.events_refused,
+            ),
+            (
+                "cctelegram_events_duplicate_total",
+                "Event files skipped as duplicates",
+                &self.events_duplicate,
+            ),
+            (
+                "cctelegram_events_delivered_total",
+                "Events delivered to a chat",
+                &self.events_delivered,
+            ),
+            (
+                "cctelegram_messages_sent_total",
+                "Telegram messages sent",
+                &self.messages_sent,
+            ),
+            (
+                "cctelegram_telegram_retries_total",
+                "Telegram sends to be retried",
+                &self.send_retries,
+            ),
+            (
+                "cctelegram_telegram_failures_total",
+                "Telegram sends refused for good",
+                &self.send_failures,
+            ),
+            (
+                "cctelegram_updates_received_total",
+                "Telegram updates received",
+                &self.updates_received,
+            ),
+            (
+                "cctelegram_responses_written_total",
+                "Response files written",
+                &self.responses_written,
+            ),
+            (
+                "cctelegram_webhook_deliveries_queued_total",
+                "Webhook deliveries queued",
+                &self.webhooks_queued,
+            ),
+            (
+                "cctelegram_webhook_deliveries_total",
+                "Webhook deliveries accepted by a receiver",
+                &self.webhooks_delivered,
+            ),
+            (
+                "cctelegram_webhook_retries_total",
+                "Webhook attempts to be retried",
+                &self.webhook_retries,
+            ),
+            (
+                "cctelegram_webhook_dead_letters_total",
+                "Webhook deliveries moved to the dead letter queue",
+                &self.webhooks_dead,
+            ),
         ];
         for (name, help, c) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", Stats::get(c));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                Stats::get(c)
+            );
         }
         let gauges = [
-            ("cctelegram_backlog", "Telegram sends waiting", Stats::get(&self.backlog) as f64),
-            ("cctelegram_webhook_outbox", "Webhook deliveries waiting", Stats::get(&self.webhooks_pending) as f64),
+            (
+                "cctelegram_backlog",
+                "Telegram sends waiting",
+                Stats::get(&self.backlog) as f64,
+            ),
+            (
+                "cctelegram_webhook_outbox",
+                "Webhook deliveries waiting",
+                Stats::get(&self.webhooks_pending) as f64,
+            ),
             (
                 "cctelegram_polling_conflict",
                 "1 while another program polls the same bot token",

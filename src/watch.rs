@@ -11,12 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inotify::{EventMask, Inotify, WatchMask};
-use smol::channel::Sender;
 use smol::future::FutureExt as _;
 use smol::Async;
 
 use crate::error::{Error, Result};
-use crate::ingest::{Ingest, Queued, Seen};
+use crate::ingest::{is_candidate, Ingest, Seen};
 
 /// How long to wait before retrying files the state directory refused.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -26,7 +25,7 @@ enum Batch {
     Rescan,
 }
 
-pub async fn run(ingest: Arc<Ingest>, tx: Sender<Vec<Queued>>) -> Result<()> {
+pub async fn run(ingest: Arc<Ingest>) -> Result<()> {
     let dir = ingest.events_dir.clone();
     let inotify = Inotify::init().map_err(|e| Error::io(&dir, e))?;
     inotify
@@ -54,12 +53,7 @@ pub async fn run(ingest: Arc<Ingest>, tx: Sender<Vec<Queued>>) -> Result<()> {
         if !names.is_empty() {
             let ing = ingest.clone();
             match smol::unblock(move || ing.batch(names)).await {
-                Ok(done) => {
-                    look_again = done.look_again;
-                    if !done.queued.is_empty() && tx.send(done.queued).await.is_err() {
-                        return Ok(()); // the sender has stopped
-                    }
-                }
+                Ok(done) => look_again = done.look_again,
                 Err(e) => {
                     log::error!(
                         "cannot queue new events, will retry in {} s: {e}",
@@ -84,7 +78,9 @@ pub async fn run(ingest: Arc<Ingest>, tx: Sender<Vec<Queued>>) -> Result<()> {
                                 std::io::ErrorKind::NotFound,
                                 "the events directory was removed or unmounted",
                             ));
-                        } else if let Some(name) = ev.name {
+                        } else if let Some(name) =
+                            ev.name.filter(|n| is_candidate(&n.to_string_lossy()))
+                        {
                             let how = if ev.mask.contains(EventMask::CREATE) {
                                 Seen::Created
                             } else {

@@ -33,14 +33,8 @@ pub fn redact(text: &str, token: &str) -> String {
 
 impl Api {
     pub fn new(api_url: &str, token: &str) -> Api {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_global(Some(Duration::from_secs(60)))
-            .user_agent(concat!("cctelegram/", env!("CARGO_PKG_VERSION")))
-            .build();
         Api {
-            agent: ureq::Agent::new_with_config(config),
+            agent: crate::net::agent(Duration::from_secs(60)),
             base: api_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
         }

@@ -19,7 +19,7 @@ use crate::approvals::Approvals;
 use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
-use crate::ingest::Queued;
+use crate::ingest::{Durable, Queued};
 use crate::spool::{Item, Spool};
 use crate::stats::Stats;
 use crate::telegram::api::Api;
@@ -35,6 +35,8 @@ struct Pending {
     name: String,
     seq: u64,
     not_before: u64,
+    /// The entry, when ingest handed it over before it was on disk.
+    early: Option<(Item, Arc<Durable>)>,
 }
 
 pub struct Sender {
@@ -102,6 +104,7 @@ impl Sender {
             chat: i.chat,
             seq: i.seq,
             not_before: i.not_before,
+            early: None,
         }));
         Ok(s)
     }
@@ -117,6 +120,7 @@ impl Sender {
                 name: q.name,
                 seq: q.seq,
                 not_before: q.not_before,
+                early: q.early,
             };
             let at = list.partition_point(|x| x.seq < p.seq);
             list.insert(at, p);
@@ -201,15 +205,16 @@ impl Sender {
 
     /// Sends the next part of `chat`'s oldest entry and records the outcome.
     async fn send_head(&mut self, chat: &str) {
-        let Some(name) = self
-            .chats
-            .get(chat)
-            .and_then(|l| l.front())
-            .map(|p| p.name.clone())
-        else {
+        let Some(front) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) else {
             return;
         };
-        let mut item = match self.spool.get(&name) {
+        let name = front.name.clone();
+        let early = front.early.take();
+        let loaded = match &early {
+            Some((item, _)) => Ok(item.clone()),
+            None => self.spool.get(&name),
+        };
+        let mut item = match loaded {
             Ok(i) => i,
             Err(e) => {
                 if !matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
@@ -236,6 +241,17 @@ impl Sender {
         let started = Instant::now();
         let result = smol::unblock(move || api.send_message(&to, &part)).await;
         self.stats.telegram_request.observe(started.elapsed());
+        if let Some((_, durable)) = early {
+            // Nothing about this entry may be recorded before it exists.
+            if !durable.wait().await {
+                log::warn!(
+                    "event {} could not be queued on disk; its file stays in the events directory to be accepted again",
+                    item.event.event_id
+                );
+                self.pop(chat);
+                return;
+            }
+        }
         match result {
             Ok(message_id) => {
                 item.parts_sent += 1;

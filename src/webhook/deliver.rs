@@ -321,13 +321,7 @@ impl Outbox {
         let Some(new) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(());
         };
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(self.cfg.timeout_seconds)))
-                .build(),
-        );
+        let agent = crate::net::agent(Duration::from_secs(self.cfg.timeout_seconds));
         let mut pending: HashMap<String, Meta> = HashMap::new();
         // Deliveries left from before a restart.
         for entry in fs::read_dir(&self.dir)
@@ -617,13 +611,7 @@ impl DeadLetters {
     /// signature. Delivered: it leaves the queue. Otherwise it stays, with
     /// the new error.
     pub fn replay(&self, mut d: Delivery, cfg: &Config) -> Result<Outcome> {
-        let agent = ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(cfg.timeout_seconds)))
-                .build(),
-        );
+        let agent = crate::net::agent(Duration::from_secs(cfg.timeout_seconds));
         let outcome = attempt(
             &agent,
             &cfg.secret,
