@@ -54,6 +54,15 @@ impl Approval {
     }
 }
 
+/// What recording a delivered message found.
+pub struct Delivered {
+    /// The expiry time, if this delivery set it.
+    pub expires_at: Option<u64>,
+    /// Already decided (a press in another chat, or an expiry, came first):
+    /// this message's buttons must go at once.
+    pub decided: Option<Approval>,
+}
+
 /// What a press resolved to.
 pub enum Press {
     /// This press decided it (or was the press that already had).
@@ -137,21 +146,24 @@ impl Approvals {
         self.put(&a, false)
     }
 
-    /// Notes that `message_id` in `chat` carries the buttons. Returns the
-    /// expiry time if this delivery set it.
+    /// Notes that `message_id` in `chat` carries the buttons.
     pub fn delivered(
         &self,
         ev: &Event,
         chat: &str,
         message_id: i64,
         now: u64,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Delivered> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let none = Delivered {
+            expires_at: None,
+            decided: None,
+        };
         let Some(mut a) = self.get(&button_key(&ev.task_id))? else {
-            return Ok(None);
+            return Ok(none);
         };
         if a.event.event_id != ev.event_id {
-            return Ok(None); // a newer approval took over this task id
+            return Ok(none); // a newer approval took over this task id
         }
         let entry = (chat.to_string(), message_id);
         if !a.messages.contains(&entry) {
@@ -168,7 +180,10 @@ impl Approvals {
             }
         }
         self.put(&a, true)?;
-        Ok(set)
+        Ok(Delivered {
+            expires_at: set,
+            decided: a.decision.is_some().then_some(a),
+        })
     }
 
     /// Records `d` as the decision unless one exists. A press carried by the

@@ -1,15 +1,19 @@
 //! `cctelegram run`: wires the watcher, the spool, the sender and the
 //! poller together.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use smol::future::FutureExt as _;
+use smol::LocalExecutor;
 
 use crate::approvals::Approvals;
 use crate::clock;
 use crate::config::Config;
 use crate::error::Result;
+use crate::health::Monitor;
+use crate::http;
 use crate::ingest::Ingest;
 use crate::responses::Responses;
 use crate::spool::Spool;
@@ -77,6 +81,18 @@ pub fn run(cfg: Config) -> Result<()> {
         chats.len(),
         Stats::get(&stats.backlog),
     );
+    let hold_spool = spool.clone();
+    let monitor = Arc::new(Monitor {
+        api: api.clone(),
+        stats: stats.clone(),
+        outbox: outbox.clone(),
+        spool_hold: Box::new(move || hold_spool.hold()),
+        state_dir: cfg.paths.state_dir.clone(),
+        interval: Duration::from_secs(cfg.health.interval_seconds),
+        memory_threshold_mb: cfg.health.memory_threshold_mb,
+        started,
+        latest: Mutex::new(None),
+    });
     let expiry = poll::expire(
         api,
         approvals,
@@ -84,11 +100,18 @@ pub fn run(cfg: Config) -> Result<()> {
         cfg.telegram.parse_mode,
         expiry_rx,
     );
+    // One thread runs every task; blocking work goes to smol's pool.
+    let ex = Rc::new(LocalExecutor::new());
+    let http = http::serve(ex.clone(), &cfg.health.listen, monitor.clone());
     smol::block_on(
-        watch::run(ingest)
-            .or(sender.run(rx))
-            .or(poller.run())
-            .or(expiry)
-            .or(outbox.run()),
+        ex.run(
+            watch::run(ingest)
+                .or(sender.run(rx))
+                .or(poller.run())
+                .or(expiry)
+                .or(outbox.run())
+                .or(monitor.run())
+                .or(http),
+        ),
     )
 }

@@ -18,6 +18,8 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod event;
+pub mod health;
+pub mod http;
 pub mod ingest;
 pub mod net;
 pub mod responses;

@@ -17,6 +17,7 @@ Usage:
                   [--data JSON] [--option LABEL]... [--events-dir DIR] [--config PATH]
                                             write one event file, print its id
   cctelegram check-config [--config PATH]   validate; print the effective settings
+  cctelegram status [--config PATH] [--json] health and counters of the running daemon
   cctelegram dlq [--config PATH] list|replay ID|--all|purge ID|--all
                                             dead-lettered webhook deliveries
   cctelegram verify --secret S --signature SIG [--timestamp T] [--id ID] < body
@@ -390,6 +391,81 @@ fn verify(args: &Args) -> Result<()> {
     }
 }
 
+fn status(args: &Args) -> Result<()> {
+    args.only(&["--config"], &["--json"], false)?;
+    let (cfg, _) = load_config(args, false)?;
+    if cfg.health.listen.is_empty() {
+        return Err(Error::Failed(
+            "cannot ask the daemon: [health] listen is \"\", so it serves no /health".into(),
+        ));
+    }
+    let mut addr: std::net::SocketAddr = cfg
+        .health
+        .listen
+        .parse()
+        .map_err(|_| Error::config("health.listen", "is not an address"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let url = format!("http://{addr}/health");
+    let agent = cctelegram::net::agent(std::time::Duration::from_secs(5));
+    let mut resp = agent.get(&url).call().map_err(|e| {
+        Error::Failed(format!(
+            "cctelegram is not running: nothing answers at {url} ({e})"
+        ))
+    })?;
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| Error::Failed(format!("{url}: {e}")))?;
+    let h: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+        Error::Failed(format!(
+            "{url} answered something that is not cctelegram's health"
+        ))
+    })?;
+    if args.switches.iter().any(|s| s == "--json") {
+        println!("{text}");
+        return Ok(());
+    }
+    print!("{}", status_table(&h));
+    Ok(())
+}
+
+/// `cctelegram status` as a person reads it.
+fn status_table(h: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let up = h["uptime_seconds"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "cctelegram is {} (up {}h {}m)\n",
+        h["status"].as_str().unwrap_or("unknown"),
+        up / 3600,
+        up % 3600 / 60
+    );
+    let _ = writeln!(out, "{:<27} {:<6} DETAIL", "CHECK", "STATUS");
+    for c in h["checks"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<27} {:<6} {}",
+            c["name"].as_str().unwrap_or(""),
+            c["status"].as_str().unwrap_or(""),
+            c["message"].as_str().unwrap_or("")
+        );
+    }
+    let _ = writeln!(out);
+    if let Some(counters) = h["counters"].as_object() {
+        for (k, v) in counters {
+            let _ = writeln!(out, "{:<27} {v}", k.replace('_', " "));
+        }
+    }
+    out
+}
+
 fn check_config(args: &Args) -> Result<()> {
     args.only(&["--config"], &[], false)?;
     let (cfg, path) = load_config(args, false)?;
@@ -429,6 +505,7 @@ fn real_main() -> Result<()> {
         "send" => send(&args)?,
         "check-config" => check_config(&args)?,
         "dlq" => dlq(&args)?,
+        "status" => status(&args)?,
         "verify" => verify(&args)?,
         "" => {
             return Err(Error::Usage(

@@ -322,12 +322,18 @@ impl Poller {
                     };
                     self.notify(&from, &answer, &original);
                 }
-                let note = format!(
-                    "✅ {label}: by {} at {}",
-                    from.name(),
-                    clock::hh_mm(clock::now_ms())
-                );
-                self.show_outcome(&a, &note).await;
+                // The pressed message may not be recorded yet (the press
+                // can beat the sender's bookkeeping); it is updated anyway.
+                let mut a = a;
+                if let (Some(chat), Some(mid)) = (
+                    Some(chat_key(&q["message"]["chat"])).filter(|c| !c.is_empty()),
+                    message_id,
+                ) {
+                    if !a.messages.contains(&(chat.clone(), mid)) {
+                        a.messages.push((chat, mid));
+                    }
+                }
+                self.show_outcome(&a, &decision_note(&a)).await;
             }
             Press::AlreadyDecided(a) => {
                 let text = match &a.decision {
@@ -469,8 +475,44 @@ impl Poller {
     }
 }
 
+/// The line an approval shows once decided or expired.
+pub fn decision_note(a: &Approval) -> String {
+    match &a.decision {
+        Some(Decision {
+            option: Some(label),
+            username,
+            first_name,
+            user_id,
+            at,
+            ..
+        }) => {
+            let who = match (username, first_name) {
+                (Some(u), _) => format!("@{u}"),
+                (None, Some(f)) => f.clone(),
+                (None, None) => format!("user {}", user_id.unwrap_or(0)),
+            };
+            format!("✅ {label}: by {who} at {}", clock::hh_mm(*at))
+        }
+        _ => {
+            let minutes = a
+                .event
+                .data
+                .get("timeout_minutes")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
+            format!("⌛ Expired: no answer within {minutes} min")
+        }
+    }
+}
+
 /// Removes the buttons from every message of `a` and appends `note`.
 pub async fn show_outcome(api: &Arc<Api>, mode: ParseMode, a: &Approval, note: &str) {
+    if a.messages.is_empty() {
+        log::warn!(
+            "approval {} has no sent message to update",
+            a.event.event_id
+        );
+    }
     for (chat, message_id) in &a.messages {
         let chat_id = chat_param(chat);
         let remove = json!({"chat_id": chat_id, "message_id": message_id,
@@ -547,8 +589,7 @@ pub async fn expire(
                 "approval {} expired unanswered; wrote {name}",
                 a.event.event_id
             );
-            let note = format!("⌛ Expired: no answer within {minutes} min");
-            show_outcome(&api, mode, &a, &note).await;
+            show_outcome(&api, mode, &a, &decision_note(&a)).await;
         }
         let next = due.iter().map(|(at, _)| *at).find(|at| *at > now);
         match next {

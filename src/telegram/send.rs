@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use smol::channel::Receiver;
 use smol::future::FutureExt as _;
 
-use crate::approvals::Approvals;
+use crate::approvals::{Approval, Approvals};
 use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
@@ -24,6 +24,7 @@ use crate::spool::{Item, Spool};
 use crate::stats::Stats;
 use crate::telegram::api::Api;
 use crate::telegram::pace::Pacer;
+use crate::telegram::poll::{decision_note, show_outcome};
 use crate::telegram::render;
 use crate::webhook::deliver::Outbox;
 use crate::webhook::payload::{self, Status};
@@ -232,7 +233,9 @@ impl Sender {
         };
         let parts = render::render(&item.event, mode);
         let Some(part) = parts.get(item.parts_sent).cloned() else {
-            self.finish(chat, &name, &item);
+            if let Some(a) = self.finish(chat, &name, &item) {
+                show_outcome(&self.api, self.mode, &a, &decision_note(&a)).await;
+            }
             return;
         };
         self.pacer.sent(chat, Instant::now());
@@ -258,7 +261,9 @@ impl Sender {
                 item.message_ids.push(message_id);
                 Stats::bump(&self.stats.messages_sent);
                 if item.parts_sent >= parts.len() {
-                    self.finish(chat, &name, &item);
+                    if let Some(a) = self.finish(chat, &name, &item) {
+                        show_outcome(&self.api, self.mode, &a, &decision_note(&a)).await;
+                    }
                 } else if let Err(e) = self.spool.put(&item) {
                     log::error!("cannot record progress of {name}: {e}");
                 }
@@ -361,8 +366,12 @@ impl Sender {
         }
     }
 
-    fn finish(&mut self, chat: &str, name: &str, item: &Item) {
+    /// Records a delivered entry. Returns the approval this message belongs
+    /// to if it was decided before the message was recorded, so the caller
+    /// removes its buttons.
+    fn finish(&mut self, chat: &str, name: &str, item: &Item) -> Option<Approval> {
         let now = clock::now_ms();
+        let mut decided = None;
         if let Err(e) = self
             .spool
             .record_sent(chat, &item.message_ids, &item.event, now)
@@ -376,10 +385,15 @@ impl Sender {
             // The buttons are on the last part.
             if let Some(&last) = item.message_ids.last() {
                 match self.approvals.delivered(&item.event, chat, last, now) {
-                    Ok(Some(_)) => {
-                        let _ = self.expiries.try_send(());
+                    Ok(d) => {
+                        if d.expires_at.is_some() {
+                            let _ = self.expiries.try_send(());
+                        }
+                        if let Some(mut a) = d.decided {
+                            a.messages = vec![(chat.to_string(), last)];
+                            decided = Some(a);
+                        }
                     }
-                    Ok(None) => {}
                     Err(e) => {
                         log::error!("cannot record the buttons of {}: {e}", item.event.event_id)
                     }
@@ -403,5 +417,6 @@ impl Sender {
             item.message_ids
         );
         self.pop(chat);
+        decided
     }
 }
