@@ -227,7 +227,9 @@ impl Ingest {
             // event file stays until then, so a crash can only repeat this
             // one message. A burst takes the plain path: a crash in it must
             // not repeat hundreds.
-            let early = (accepted.len() == 1).then(Durable::new);
+            // Not for an approval: its buttons must mean something (the
+            // button file must exist) before anyone can press them.
+            let early = (accepted.len() == 1 && !accepted[0].1.is_approval()).then(Durable::new);
             let queued = |with: Option<&Arc<Durable>>| -> Vec<Queued> {
                 items
                     .iter()

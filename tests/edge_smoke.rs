@@ -1,0 +1,316 @@
+//! The product is the static aarch64 binary, so this builds it the way
+//! deploy/build-all does and runs it under qemu-aarch64-static against the
+//! fake Bot API and a recording webhook receiver: event in, message out,
+//! button press, response file, signed webhooks. The other tests run the
+//! native debug build; this one catches what only the cross build can get
+//! wrong: ring's C and assembly for ARM, the rust-lld link, musl's static
+//! libc, inotify and sockets through the emulator.
+//!
+//! It needs the aarch64 musl target, clang and qemu-user-static, which
+//! `.ci/setup` installs. When one is missing the test fails and says what to
+//! install: it never skips. The first build takes about a minute on two
+//! cores; later runs reuse `target/edge`.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+#[path = "support/receivers.rs"]
+mod receivers;
+#[path = "support/telegram.rs"]
+mod telegram;
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use daemon::Setup;
+use receivers::{verify_cctelegram, verify_standard, Recorder};
+use serde_json::{json, Value};
+use telegram::FakeTelegram;
+
+const TARGET: &str = "aarch64-unknown-linux-musl";
+/// The environment variable cc-rs reads for ring's C compiler.
+const CC_VAR: &str = "CC_aarch64_unknown_linux_musl";
+const QEMU: &str = "qemu-aarch64-static";
+/// Everything is slower under the emulator.
+const WAIT: Duration = Duration::from_secs(60);
+const SECRET: &str = "edge-s3cr3t";
+const ME: i64 = 111;
+
+/// Whether `program` can be started: a path, or a name found on `PATH`.
+fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+fn rustc_sysroot() -> PathBuf {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
+    let out = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {rustc:?}: {e}"));
+    assert!(out.status.success(), "rustc --print sysroot failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Panics with one message naming everything that is missing.
+fn check_prerequisites(cc: &str) {
+    let sysroot = rustc_sysroot();
+    let rustlib = sysroot.join("lib/rustlib");
+    let mut missing = Vec::new();
+    if !rustlib.join(TARGET).join("lib").is_dir() {
+        missing.push(format!(
+            "the Rust standard library for {TARGET} (rustup target add {TARGET})"
+        ));
+    }
+    // .cargo/config.toml links the target with rust-lld; rustup ships it
+    // in lib/rustlib/<host>/bin of every toolchain.
+    let has_lld = fs::read_dir(&rustlib).is_ok_and(|d| {
+        d.filter_map(Result::ok)
+            .any(|e| e.path().join("bin/rust-lld").is_file())
+    });
+    if !has_lld {
+        missing.push(format!(
+            "rust-lld, the linker .cargo/config.toml names (it comes with a rustup toolchain; \
+             none under {})",
+            rustlib.display()
+        ));
+    }
+    if !on_path(cc) {
+        missing.push(format!(
+            "{cc}, which compiles ring's C and assembly for {TARGET} \
+             (Debian: apt-get install clang; or set {CC_VAR})"
+        ));
+    }
+    if !on_path(QEMU) {
+        missing.push(format!(
+            "{QEMU}, which runs the binary (Debian: apt-get install qemu-user-static)"
+        ));
+    }
+    assert!(
+        missing.is_empty(),
+        "the edge smoke test cannot run; missing:\n  - {}\nRun .ci/setup as root to install them all.",
+        missing.join("\n  - ")
+    );
+}
+
+/// Builds the release binary for aarch64 in its own target directory, so
+/// the cargo running this test holds no lock it needs. Returns its path.
+fn build() -> PathBuf {
+    let cc = std::env::var(CC_VAR).unwrap_or_else(|_| "clang".to_string());
+    check_prerequisites(&cc);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = root.join("target/edge");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let started = Instant::now();
+    let out = Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .arg(&target_dir)
+        .env(CC_VAR, &cc)
+        // Flags meant for the host (coverage, target-cpu=native) break a
+        // cross build.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "cargo build --release --target {TARGET} ({CC_VAR}={cc}) failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "edge_smoke: release build for {TARGET} took {:.1?}",
+        started.elapsed()
+    );
+    target_dir.join(TARGET).join("release/cctelegram")
+}
+
+/// Asserts that `bin` is an aarch64 ELF executable without an interpreter,
+/// i.e. static: qemu would otherwise look for a musl loader that is not here.
+fn assert_static_aarch64(bin: &Path) {
+    let b = fs::read(bin).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    assert!(
+        b.len() > 64 && b.starts_with(b"\x7fELF") && b[4] == 2 && b[5] == 1,
+        "{} is no little-endian ELF64 file",
+        bin.display()
+    );
+    let u16_at = |o: usize| usize::from(u16::from_le_bytes([b[o], b[o + 1]]));
+    assert_eq!(u16_at(18), 183, "e_machine is not EM_AARCH64");
+    let phoff = usize::try_from(u64::from_le_bytes(b[32..40].try_into().unwrap())).unwrap();
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    let interp = (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) == 3 // PT_INTERP
+    });
+    assert!(!interp, "{} is dynamically linked", bin.display());
+}
+
+/// The daemon running under qemu, with its output collected; killed on drop.
+/// (daemon::Daemon starts only the native binary.)
+struct Emulated {
+    child: Child,
+    out: Arc<(Mutex<String>, Condvar)>,
+}
+
+impl Emulated {
+    fn spawn(bin: &Path, config: &Path) -> Emulated {
+        let mut child = Command::new(QEMU)
+            .arg(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env_remove("TELEGRAM_BOT_TOKEN")
+            .env_remove("CCTELEGRAM_CONFIG")
+            .env("CCTELEGRAM_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {QEMU}: {e}"));
+        let out = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        Self::collect(&out, child.stdout.take().unwrap());
+        Self::collect(&out, child.stderr.take().unwrap());
+        Emulated { child, out }
+    }
+
+    fn collect(out: &Arc<(Mutex<String>, Condvar)>, r: impl Read + Send + 'static) {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                let (m, cv) = &*out;
+                let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
+                s.push_str(&line);
+                s.push('\n');
+                cv.notify_all();
+            }
+        });
+    }
+
+    fn text(&self) -> String {
+        self.out.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until the output contains `needle`.
+    fn wait_for(&self, needle: &str, deadline: Duration) {
+        let (m, cv) = &*self.out;
+        let end = Instant::now() + deadline;
+        let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
+        while !s.contains(needle) {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(s); // Drop prints the output; it needs the lock
+                panic!("timed out after {deadline:?} waiting for {needle:?}");
+            }
+            s = cv
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Emulated {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- cctelegram ({TARGET}) output ---\n{}", self.text());
+        }
+    }
+}
+
+#[test]
+fn the_aarch64_binary_under_qemu_sends_records_the_answer_and_signs_webhooks() {
+    let bin = build();
+    assert_static_aarch64(&bin);
+
+    let rec = Recorder::start();
+    let tg = FakeTelegram::start();
+    let webhook = format!(
+        "[webhook]\nenabled = true\nsecret = \"{SECRET}\"\nendpoints = [{:?}, {:?}]\ntimeout_seconds = 10\n",
+        rec.url("/webhook/events"),
+        rec.url("/webhook/responses"),
+    );
+    let setup = Setup::new("edge", &tg.url(), &[ME], &webhook);
+    let d = Emulated::spawn(&bin, &setup.config);
+    tg.wait_until(WAIT, "a getUpdates long poll", |s| {
+        s.in_flight("getUpdates") > 0
+    });
+
+    // Event in, message out.
+    let event = json!({"type": "approval_request", "title": "Deploy?", "task_id": "edge_1",
+                       "description": "Deploy v1.2.3 to the edge?",
+                       "data": {"options": ["Approve", "Deny"], "requires_response": true}});
+    setup.drop_event("edge.json", &event.to_string());
+    let msg = tg.wait_messages(1, WAIT).remove(0);
+    assert!(
+        msg.text.contains("Deploy v1.2.3 to the edge?"),
+        "{}",
+        msg.text
+    );
+    let markup = msg.reply_markup.as_ref().expect("buttons");
+    assert_eq!(
+        markup["inline_keyboard"][0][0]["callback_data"],
+        json!("approve_edge_1"),
+        "{markup}"
+    );
+
+    // Button press, response file.
+    tg.press(ME, "john_doe", msg.message_id, ME, "approve_edge_1");
+    d.wait_for("chose \"Approve\"", WAIT);
+    let files = Setup::files(&setup.responses);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with(&format!("telegram_callback_{ME}_")),
+        "{files:?}"
+    );
+    let r: Value =
+        serde_json::from_str(&fs::read_to_string(setup.responses.join(&files[0])).unwrap())
+            .unwrap();
+    assert_eq!(r["option"], json!("Approve"), "{r}");
+    assert_eq!(r["event_id"], json!("edge_1"), "{r}");
+    assert_eq!(r["callback_data"], json!("approve_edge_1"), "{r}");
+    assert_eq!(r["original_message_id"], json!(msg.message_id), "{r}");
+
+    // Signed webhooks: ring's HMAC, computed on (emulated) ARM.
+    let got = rec.wait_until(WAIT, "event_processed and user_response", |got| {
+        ["/webhook/events", "/webhook/responses"]
+            .iter()
+            .all(|p| got.iter().any(|q| q.path == *p))
+    });
+    for q in &got {
+        assert!(
+            verify_cctelegram(SECRET, &q.headers, &q.body),
+            "X-CCTelegram-Signature does not verify: {}",
+            q.text()
+        );
+        assert!(
+            verify_standard(SECRET, &q.headers, &q.body),
+            "webhook-signature does not verify: {}",
+            q.text()
+        );
+    }
+    let body = |path: &str| got.iter().find(|q| q.path == path).unwrap().json();
+    let processed = body("/webhook/events");
+    assert_eq!(processed["webhook_type"], json!("event_processed"));
+    assert_eq!(processed["event"]["status"], json!("delivered"));
+    assert_eq!(
+        processed["event"]["telegram_message_id"],
+        json!(msg.message_id)
+    );
+    let response = body("/webhook/responses");
+    assert_eq!(response["webhook_type"], json!("user_response"));
+    assert_eq!(response["response"]["event_id"], json!("edge_1"));
+    assert_eq!(
+        response["response"]["callback_data"],
+        json!("approve_edge_1")
+    );
+}
