@@ -131,6 +131,16 @@ impl Args {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A flag the command cannot do without.
+    fn need(&self, flag: &str) -> Result<&str> {
+        self.one(flag).ok_or_else(|| {
+            Error::Usage(format!(
+                "'{}' needs {flag}; see 'cctelegram help {}'",
+                self.command, self.command
+            ))
+        })
+    }
+
     fn all(&self, flag: &str) -> Vec<&str> {
         self.flags
             .iter()
@@ -219,12 +229,8 @@ fn send(args: &Args) -> Result<()> {
         &[],
         false,
     )?;
-    let kind = args
-        .one("--type")
-        .ok_or_else(|| Error::Usage("send needs --type, e.g. --type info_notification".into()))?;
-    let title = args
-        .one("--title")
-        .ok_or_else(|| Error::Usage("send needs --title".into()))?;
+    let kind = args.need("--type")?;
+    let title = args.need("--title")?;
     let mut data = match args.one("--data") {
         None => serde_json::Map::new(),
         Some(text) => match serde_json::from_str(text) {
@@ -359,12 +365,8 @@ fn verify(args: &Args) -> Result<()> {
         &[],
         false,
     )?;
-    let secret = args
-        .one("--secret")
-        .ok_or_else(|| Error::Usage("verify needs --secret".into()))?;
-    let signature = args
-        .one("--signature")
-        .ok_or_else(|| Error::Usage("verify needs --signature".into()))?;
+    let secret = args.need("--secret")?;
+    let signature = args.need("--signature")?;
     let timestamp =
         match args.one("--timestamp") {
             None => None,

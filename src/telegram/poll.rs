@@ -100,8 +100,17 @@ Press a button to answer an approval; write to me and your message is \
 recorded for the program that asked.\n\n/status: what the bridge is doing\n/help: this text";
 
 impl Poller {
-    fn allowed(&self, id: i64) -> bool {
-        self.allowed_users.contains(&id)
+    /// Whether `from` is not in `allowed_users` (logged, with the user id).
+    fn stranger(&self, from: &From, what: &str) -> bool {
+        let stranger = !self.allowed_users.contains(&from.id);
+        if stranger {
+            log::warn!(
+                "{what} by user {} ({}), who is not in allowed_users: not authorized",
+                from.id,
+                from.name()
+            );
+        }
+        stranger
     }
 
     /// Polls until a fatal error; network trouble and 409s are waited out.
@@ -238,12 +247,7 @@ impl Poller {
         let Some(from) = From::of(&q["from"]) else {
             return Ok(());
         };
-        if !self.allowed(from.id) {
-            log::warn!(
-                "button press by user {} ({}), who is not in allowed_users: not authorized",
-                from.id,
-                from.name()
-            );
+        if self.stranger(&from, "button press") {
             self.answer(query_id, "Not authorized.").await;
             return Ok(());
         }
@@ -362,12 +366,7 @@ impl Poller {
         let Some(from) = From::of(&m["from"]) else {
             return Ok(());
         };
-        if !self.allowed(from.id) {
-            log::warn!(
-                "message from user {} ({}), who is not in allowed_users: not authorized",
-                from.id,
-                from.name()
-            );
+        if self.stranger(&from, "message") {
             self.reply(chat, "Not authorized.").await;
             return Ok(());
         }
