@@ -61,6 +61,10 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .timeout_connect(Some(Duration::from_secs(10).min(timeout)))
         .timeout_global(Some(timeout))
         .user_agent(concat!("cctelegram/", env!("CARGO_PKG_VERSION")))
+        // ureq's 128 KiB per pooled connection and direction would be most
+        // of our memory; bodies larger than this stream through anyway.
+        .input_buffer_size(16 * 1024)
+        .output_buffer_size(16 * 1024)
         .build();
     ureq::Agent::with_parts(
         config,

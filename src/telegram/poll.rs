@@ -229,10 +229,19 @@ impl Poller {
     }
 
     async fn answer(&self, query_id: &str, text: &str) {
+        self.answer_now(query_id, text).await
+    }
+
+    /// Starts answering a callback query at once; the returned task ends
+    /// when Telegram has the answer.
+    fn answer_now(&self, query_id: &str, text: &str) -> smol::Task<()> {
         let params = json!({"callback_query_id": query_id, "text": text});
-        if let Err(e) = call(&self.api, "answerCallbackQuery", params, CALL_TIMEOUT).await {
-            log::warn!("answerCallbackQuery failed: {e}");
-        }
+        let api = self.api.clone();
+        smol::unblock(move || {
+            if let Err(e) = api.call("answerCallbackQuery", &params, CALL_TIMEOUT) {
+                log::warn!("answerCallbackQuery failed: {e}");
+            }
+        })
     }
 
     async fn reply(&self, chat: &Value, text: &str) {
@@ -285,7 +294,8 @@ impl Poller {
         };
         match self.approvals.decide(&key, decision)? {
             Press::Decided(a) => {
-                self.answer(query_id, &format!("Recorded: {label}")).await;
+                // The person's spinner stops while the file is written.
+                let answered = self.answer_now(query_id, &format!("Recorded: {label}"));
                 if !self.responses.is_handled(update_id) {
                     let body = json!({
                         "timestamp": clock::iso8601(clock::now_ms()),
@@ -337,6 +347,7 @@ impl Poller {
                         a.messages.push((chat, mid));
                     }
                 }
+                answered.await;
                 self.show_outcome(&a, &decision_note(&a)).await;
             }
             Press::AlreadyDecided(a) => {

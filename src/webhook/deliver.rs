@@ -8,7 +8,7 @@
 //! cannot hold up a live one. Retry times are data in the files. A delivery
 //! that fails for good moves to `state_dir/dead/` with its last error.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -204,6 +204,16 @@ pub fn attempt(
     }
 }
 
+/// One endpoint's deliveries: waiting ones by (not_before, seq, id), and
+/// how many are on their way.
+#[derive(Default)]
+struct Lane {
+    waiting: BTreeSet<(u64, u64, String)>,
+    busy: usize,
+    /// Acceptance order of the deliveries on their way, to keep it on retry.
+    seqs: HashMap<String, u64>,
+}
+
 /// What the worker keeps in memory per delivery.
 struct Meta {
     endpoint: String,
@@ -354,11 +364,20 @@ impl Outbox {
             log::info!("{} webhook deliveries pending from before", pending.len());
         }
         let (done_tx, done_rx) = smol::channel::unbounded::<(String, Outcome)>();
-        let mut busy: HashMap<String, usize> = HashMap::new();
-        let mut in_flight: HashSet<String> = HashSet::new();
         let max = self.cfg.max_in_flight.max(1) as usize;
         // One endpoint may use all slots but one, so another always gets through.
         let per_endpoint = if max > 1 { max - 1 } else { 1 };
+        let mut lanes: HashMap<String, Lane> = HashMap::new();
+        let mut where_is: HashMap<String, String> = HashMap::new();
+        for (id, m) in pending {
+            where_is.insert(id.clone(), m.endpoint.clone());
+            lanes
+                .entry(m.endpoint)
+                .or_default()
+                .waiting
+                .insert((m.not_before, m.seq, id));
+        }
+        let mut in_flight = 0;
         let agent = Arc::new(agent);
         loop {
             let now = clock::now_ms();
@@ -367,62 +386,55 @@ impl Outbox {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let mut ready: Vec<(&String, &Meta)> = pending
-                .iter()
-                .filter(|(id, m)| {
-                    m.not_before <= now
-                        && !in_flight.contains(*id)
-                        && !disabled.contains(&m.endpoint)
-                })
-                .collect();
-            ready.sort_by_key(|(_, m)| m.seq);
-            let mut launch = Vec::new();
-            for (id, m) in ready {
-                if in_flight.len() + launch.len() >= max {
-                    break;
-                }
-                let used = busy.get(&m.endpoint).copied().unwrap_or(0)
-                    + launch
-                        .iter()
-                        .filter(|(_, e): &&(String, String)| *e == m.endpoint)
-                        .count();
-                if used < per_endpoint {
-                    launch.push((id.clone(), m.endpoint.clone()));
-                }
-            }
-            for (id, endpoint) in launch {
-                let mut d = match Self::load(&self.dir, &id) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        log::error!("webhook delivery {id} cannot be read, skipped: {e}");
-                        pending.remove(&id);
-                        continue;
+            let mut next_due: Option<u64> = None;
+            for (_, lane) in lanes.iter_mut().filter(|(e, _)| !disabled.contains(*e)) {
+                while in_flight < max && lane.busy < per_endpoint {
+                    let Some(&(at, seq, ref id)) = lane.waiting.first() else {
+                        break;
+                    };
+                    if at > now {
+                        break;
                     }
-                };
-                let now_s = clock::now_ms() / 1000;
-                if d.first_attempt.is_none() {
-                    d.first_attempt = Some(now_s);
+                    let id = id.clone();
+                    lane.waiting.remove(&(at, seq, id.clone()));
+                    let mut d = match Self::load(&self.dir, &id) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            log::error!("webhook delivery {id} cannot be read, skipped: {e}");
+                            where_is.remove(&id);
+                            continue;
+                        }
+                    };
+                    let now_s = now / 1000;
+                    if d.first_attempt.is_none() {
+                        d.first_attempt = Some(now_s);
+                    }
+                    lane.busy += 1;
+                    lane.seqs.insert(id.clone(), seq);
+                    in_flight += 1;
+                    let (agent, secret, done, stats) = (
+                        agent.clone(),
+                        self.cfg.secret.clone(),
+                        done_tx.clone(),
+                        self.stats.clone(),
+                    );
+                    let max_retries = self.cfg.retry.max_attempts;
+                    smol::unblock(move || {
+                        let started = Instant::now();
+                        let outcome = attempt(&agent, &secret, &d, max_retries, now_s);
+                        stats.webhook_request.observe(started.elapsed());
+                        let _ = done.send_blocking((d.id.clone(), outcome));
+                    })
+                    .detach();
                 }
-                *busy.entry(endpoint).or_default() += 1;
-                in_flight.insert(id.clone());
-                let (agent, secret, done) =
-                    (agent.clone(), self.cfg.secret.clone(), done_tx.clone());
-                let max_retries = self.cfg.retry.max_attempts;
-                let stats = self.stats.clone();
-                smol::unblock(move || {
-                    let started = Instant::now();
-                    let outcome = attempt(&agent, &secret, &d, max_retries, now_s);
-                    stats.webhook_request.observe(started.elapsed());
-                    let _ = done.send_blocking((d.id.clone(), outcome));
-                })
-                .detach();
+                // Only a lane with a free slot has anything coming due.
+                if in_flight < max && lane.busy < per_endpoint {
+                    if let Some((at, _, _)) = lane.waiting.first() {
+                        next_due = Some(next_due.map_or(*at, |n| n.min(*at)));
+                    }
+                }
             }
-            Stats::set(&self.stats.webhooks_pending, pending.len() as u64);
-            let next_due = pending
-                .iter()
-                .filter(|(id, m)| !in_flight.contains(*id) && !disabled.contains(&m.endpoint))
-                .map(|(_, m)| m.not_before)
-                .min();
+            Stats::set(&self.stats.webhooks_pending, where_is.len() as u64);
             enum Wake {
                 New((String, Meta)),
                 Done((String, Outcome)),
@@ -430,7 +442,7 @@ impl Outbox {
             }
             let new_f = async { new.recv().await.map(Wake::New).unwrap_or(Wake::Timer) };
             let done_f = async { done_rx.recv().await.map(Wake::Done).unwrap_or(Wake::Timer) };
-            let wake = match next_due.filter(|_| in_flight.len() < max) {
+            let wake = match next_due {
                 Some(at) => {
                     let wait = Duration::from_millis(at.saturating_sub(clock::now_ms()));
                     let timer = async {
@@ -442,23 +454,31 @@ impl Outbox {
                 None => new_f.or(done_f).await,
             };
             match wake {
-                Wake::New((id, meta)) => {
-                    pending.insert(id, meta);
+                Wake::New((id, m)) => {
+                    where_is.insert(id.clone(), m.endpoint.clone());
+                    lanes
+                        .entry(m.endpoint)
+                        .or_default()
+                        .waiting
+                        .insert((m.not_before, m.seq, id));
                 }
                 Wake::Timer => {}
                 Wake::Done((id, outcome)) => {
-                    in_flight.remove(&id);
-                    if let Some(m) = pending.get(&id) {
-                        if let Some(n) = busy.get_mut(&m.endpoint) {
-                            *n = n.saturating_sub(1);
+                    in_flight -= 1;
+                    let next = self.settle(&id, outcome)?;
+                    let Some(endpoint) = where_is.get(&id).cloned() else {
+                        continue;
+                    };
+                    let lane = lanes.entry(endpoint).or_default();
+                    lane.busy = lane.busy.saturating_sub(1);
+                    let seq = lane.seqs.remove(&id).unwrap_or(0);
+                    match next {
+                        Some(at) => {
+                            lane.waiting.insert((at, seq, id));
                         }
-                    }
-                    if let Some(next) = self.settle(&id, outcome)? {
-                        if let Some(m) = pending.get_mut(&id) {
-                            m.not_before = next;
+                        None => {
+                            where_is.remove(&id);
                         }
-                    } else {
-                        pending.remove(&id);
                     }
                 }
             }

@@ -18,6 +18,19 @@ import os
 import sys
 import threading
 
+
+# Requests are handled on several threads; print() writes the text and the
+# newline separately, so lines from two threads could interleave. One write
+# of the whole line under a lock keeps each line whole.
+_say_lock = threading.Lock()
+
+
+def say(line):
+    with _say_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 HOST = "127.0.0.1"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,7 +62,7 @@ def main():
             path = environ.get("PATH_INFO", "?")
 
             def start(status, headers, exc_info=None):
-                print(f"REQ {method} {path} {status.split(' ')[0]}", flush=True)
+                say(f"REQ {method} {path} {status.split(' ')[0]}")
                 return start_response(status, headers, exc_info)
 
             return wsgi_app(environ, start)

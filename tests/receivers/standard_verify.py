@@ -24,6 +24,19 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
+# Requests are handled on several threads; print() writes the text and the
+# newline separately, so lines from two threads could interleave. One write
+# of the whole line under a lock keeps each line whole.
+_say_lock = threading.Lock()
+
+
+def say(line):
+    with _say_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 HOST = "127.0.0.1"
 
 
@@ -79,7 +92,7 @@ def main():
             if status != 204:
                 self.wfile.write(body)
             self.wfile.flush()
-            print(f"REQ {self.command} {path} {status}", flush=True)
+            say(f"REQ {self.command} {path} {status}")
 
         def do_POST(self):
             body = self.read_body()
