@@ -188,18 +188,28 @@ impl Approvals {
 
     /// Records `d` as the decision unless one exists. A press carried by the
     /// same update as the recorded decision counts as that decision.
-    pub fn decide(&self, key: &str, d: Decision) -> Result<Press> {
+    /// `first` runs, under the lock, for the press that decides (and for a
+    /// replay of it), before the decision is recorded: it writes the
+    /// response file, so the file never lags behind the decision.
+    pub fn decide(
+        &self,
+        key: &str,
+        d: Decision,
+        first: impl FnOnce(&Approval) -> Result<()>,
+    ) -> Result<Press> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut a) = self.get(key)? else {
             return Ok(Press::Unknown);
         };
         if let Some(prev) = &a.decision {
             if prev.update_id.is_some() && prev.update_id == d.update_id {
+                first(&a)?;
                 return Ok(Press::Decided(a));
             }
             return Ok(Press::AlreadyDecided(a));
         }
         a.decision = Some(d);
+        first(&a)?;
         self.put(&a, true)?;
         Ok(Press::Decided(a))
     }

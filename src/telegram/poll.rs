@@ -292,50 +292,57 @@ impl Poller {
             at: clock::now_ms(),
             update_id: Some(update_id),
         };
-        match self.approvals.decide(&key, decision)? {
+        // The response file is written before the decision is recorded:
+        // a crash between the two replays this update, which finds its file
+        // (by update id) and records the same decision.
+        let mut answered = None;
+        let press = self.approvals.decide(&key, decision, |a| {
+            // The person's spinner stops while the file is written.
+            answered = Some(self.answer_now(query_id, &format!("Recorded: {label}")));
+            if !self.responses.is_handled(update_id) {
+                let body = json!({
+                    "timestamp": clock::iso8601(clock::now_ms()),
+                    "user_id": from.id,
+                    "username": from.username,
+                    "first_name": from.first_name,
+                    "callback_data": data,
+                    "original_message_id": message_id,
+                    "response_type": "callback_query",
+                    "event_id": a.event.event_id,
+                    "task_id": a.event.task_id,
+                    "option": label,
+                    "update_id": update_id,
+                });
+                let name = self
+                    .responses
+                    .write("callback", from.id, update_id, &body)?;
+                Stats::bump(&self.stats.responses_written);
+                log::info!(
+                    "{} chose {label:?} for event {}; wrote {name}",
+                    from.name(),
+                    a.event.event_id
+                );
+                let chat = chat_key(&q["message"]["chat"]);
+                let answer = payload::Answer {
+                    response_id: format!("resp_{update_id}"),
+                    event_id: Some(&a.event.event_id),
+                    message_id,
+                    text: &label,
+                    chat_id: &chat,
+                    interaction: "callback_query",
+                    callback_data: Some(data),
+                };
+                let original = payload::Original {
+                    kind: Some(&a.event.kind),
+                    title: Some(&a.event.title),
+                    options: a.event.options(),
+                };
+                self.notify(&from, &answer, &original);
+            }
+            Ok(())
+        })?;
+        match press {
             Press::Decided(a) => {
-                // The person's spinner stops while the file is written.
-                let answered = self.answer_now(query_id, &format!("Recorded: {label}"));
-                if !self.responses.is_handled(update_id) {
-                    let body = json!({
-                        "timestamp": clock::iso8601(clock::now_ms()),
-                        "user_id": from.id,
-                        "username": from.username,
-                        "first_name": from.first_name,
-                        "callback_data": data,
-                        "original_message_id": message_id,
-                        "response_type": "callback_query",
-                        "event_id": a.event.event_id,
-                        "task_id": a.event.task_id,
-                        "option": label,
-                        "update_id": update_id,
-                    });
-                    let name = self
-                        .responses
-                        .write("callback", from.id, update_id, &body)?;
-                    Stats::bump(&self.stats.responses_written);
-                    log::info!(
-                        "{} chose {label:?} for event {}; wrote {name}",
-                        from.name(),
-                        a.event.event_id
-                    );
-                    let chat = chat_key(&q["message"]["chat"]);
-                    let answer = payload::Answer {
-                        response_id: format!("resp_{update_id}"),
-                        event_id: Some(&a.event.event_id),
-                        message_id,
-                        text: &label,
-                        chat_id: &chat,
-                        interaction: "callback_query",
-                        callback_data: Some(data),
-                    };
-                    let original = payload::Original {
-                        kind: Some(&a.event.kind),
-                        title: Some(&a.event.title),
-                        options: a.event.options(),
-                    };
-                    self.notify(&from, &answer, &original);
-                }
                 // The pressed message may not be recorded yet (the press
                 // can beat the sender's bookkeeping); it is updated anyway.
                 let mut a = a;
@@ -347,7 +354,9 @@ impl Poller {
                         a.messages.push((chat, mid));
                     }
                 }
-                answered.await;
+                if let Some(answered) = answered {
+                    answered.await;
+                }
                 self.show_outcome(&a, &decision_note(&a)).await;
             }
             Press::AlreadyDecided(a) => {
@@ -575,30 +584,35 @@ pub async fn expire(
                 at: now,
                 update_id: None,
             };
-            let Press::Decided(a) = approvals.decide(key, d)? else {
+            // The expired response file is written before the expiry is
+            // recorded: a crash in between expires it again at start-up.
+            let decided = approvals.decide(key, d, |a| {
+                let minutes = a
+                    .event
+                    .data
+                    .get("timeout_minutes")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                let body = json!({
+                    "timestamp": clock::iso8601(now),
+                    "response_type": "expired",
+                    "event_id": a.event.event_id,
+                    "task_id": a.event.task_id,
+                    "option": null,
+                    "callback_data": null,
+                    "original_message_id": a.messages.first().map(|m| m.1),
+                    "timeout_minutes": minutes,
+                });
+                let name = responses.write_expired(key, &body)?;
+                log::info!(
+                    "approval {} expired unanswered; wrote {name}",
+                    a.event.event_id
+                );
+                Ok(())
+            })?;
+            let Press::Decided(a) = decided else {
                 continue;
             };
-            let minutes = a
-                .event
-                .data
-                .get("timeout_minutes")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            let body = json!({
-                "timestamp": clock::iso8601(now),
-                "response_type": "expired",
-                "event_id": a.event.event_id,
-                "task_id": a.event.task_id,
-                "option": null,
-                "callback_data": null,
-                "original_message_id": a.messages.first().map(|m| m.1),
-                "timeout_minutes": minutes,
-            });
-            let name = responses.write_expired(key, &body)?;
-            log::info!(
-                "approval {} expired unanswered; wrote {name}",
-                a.event.event_id
-            );
             show_outcome(&api, mode, &a, &decision_note(&a)).await;
         }
         let next = due.iter().map(|(at, _)| *at).find(|at| *at > now);
