@@ -459,3 +459,62 @@ fn network_errors_and_5xx_are_retried_until_delivered() {
             .any(|m| m.text.contains("survives an outage"))
     });
 }
+
+#[test]
+fn a_repeated_event_id_is_skipped_even_after_a_restart() {
+    let tg = FakeTelegram::start();
+    let setup = Setup::new("dedup", &tg.url(), &[111], "");
+    let mut d = setup.start();
+    let body = json!({"type": "info_notification", "title": "only once", "event_id": "dup-1"});
+    setup.drop_event("a.json", &body.to_string());
+    d.out.wait_for("delivered dup-1 to chat 111 ", WAIT);
+    // The same event again, from another file, to the same daemon...
+    setup.drop_event("b.json", &body.to_string());
+    d.out
+        .wait_for("b.json: event dup-1 was already accepted; skipped", WAIT);
+    // ...and to a restarted one.
+    d.kill9();
+    d = setup.start();
+    setup.drop_event("c.json", &body.to_string());
+    d.out
+        .wait_for("c.json: event dup-1 was already accepted; skipped", WAIT);
+    settle(&setup, &d, &["111"], "dedup");
+    let copies = tg
+        .messages()
+        .iter()
+        .filter(|m| m.text.contains("only once"))
+        .count();
+    assert_eq!(copies, 1);
+    assert_eq!(
+        Setup::files(&setup.events),
+        ["failed"],
+        "duplicates leave the directory"
+    );
+}
+
+#[test]
+fn sends_are_paced_by_the_limits() {
+    let tg = FakeTelegram::start();
+    // Five a second to a chat; a burst of six cannot go out in under a second.
+    let limits = "[limits]\nper_chat_per_second = 5\nper_group_per_minute = 6000\nglobal_per_second = 1000\n";
+    let setup = Setup::new("pace", &tg.url(), &[111], "");
+    let text = fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("[limits]\nper_chat_per_second = 100000\nper_group_per_minute = 6000000\nglobal_per_second = 100000\n", limits);
+    fs::write(&setup.config, text).unwrap();
+    let _d = setup.start();
+    for i in 0..6 {
+        setup.drop_event(
+            &format!("p{i}.json"),
+            &event("info_notification", &format!("paced {i}")),
+        );
+    }
+    let msgs = tg.wait_messages(6, WAIT);
+    for pair in msgs.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(190),
+            "{gap:?} between two sends to one chat"
+        );
+    }
+}
