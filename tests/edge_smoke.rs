@@ -20,13 +20,11 @@ mod telegram;
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon::Setup;
+use daemon::{Daemon, Setup};
 use receivers::{verify_cctelegram, verify_standard, Recorder};
 use serde_json::{json, Value};
 use telegram::FakeTelegram;
@@ -153,80 +151,6 @@ fn assert_static_aarch64(bin: &Path) {
     assert!(!interp, "{} is dynamically linked", bin.display());
 }
 
-/// The daemon running under qemu, with its output collected; killed on drop.
-/// (daemon::Daemon starts only the native binary.)
-struct Emulated {
-    child: Child,
-    out: Arc<(Mutex<String>, Condvar)>,
-}
-
-impl Emulated {
-    fn spawn(bin: &Path, config: &Path) -> Emulated {
-        let mut child = Command::new(QEMU)
-            .arg(bin)
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env_remove("TELEGRAM_BOT_TOKEN")
-            .env_remove("CCTELEGRAM_CONFIG")
-            .env("CCTELEGRAM_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {QEMU}: {e}"));
-        let out = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        Self::collect(&out, child.stdout.take().unwrap());
-        Self::collect(&out, child.stderr.take().unwrap());
-        Emulated { child, out }
-    }
-
-    fn collect(out: &Arc<(Mutex<String>, Condvar)>, r: impl Read + Send + 'static) {
-        let out = out.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines().map_while(Result::ok) {
-                let (m, cv) = &*out;
-                let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
-                s.push_str(&line);
-                s.push('\n');
-                cv.notify_all();
-            }
-        });
-    }
-
-    fn text(&self) -> String {
-        self.out.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Waits until the output contains `needle`.
-    fn wait_for(&self, needle: &str, deadline: Duration) {
-        let (m, cv) = &*self.out;
-        let end = Instant::now() + deadline;
-        let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
-        while !s.contains(needle) {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                drop(s); // Drop prints the output; it needs the lock
-                panic!("timed out after {deadline:?} waiting for {needle:?}");
-            }
-            s = cv
-                .wait_timeout(s, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-}
-
-impl Drop for Emulated {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- cctelegram ({TARGET}) output ---\n{}", self.text());
-        }
-    }
-}
-
 #[test]
 fn the_aarch64_binary_under_qemu_sends_records_the_answer_and_signs_webhooks() {
     let bin = build();
@@ -240,7 +164,11 @@ fn the_aarch64_binary_under_qemu_sends_records_the_answer_and_signs_webhooks() {
         rec.url("/webhook/responses"),
     );
     let setup = Setup::new("edge", &tg.url(), &[ME], &webhook);
-    let d = Emulated::spawn(&bin, &setup.config);
+    let d = Daemon::spawn_with(
+        QEMU,
+        &[bin.as_os_str()],
+        &["run", "--config", setup.config.to_str().unwrap()],
+    );
     tg.wait_until(WAIT, "a getUpdates long poll", |s| {
         s.in_flight("getUpdates") > 0
     });
@@ -265,7 +193,7 @@ fn the_aarch64_binary_under_qemu_sends_records_the_answer_and_signs_webhooks() {
 
     // Button press, response file.
     tg.press(ME, "john_doe", msg.message_id, ME, "approve_edge_1");
-    d.wait_for("chose \"Approve\"", WAIT);
+    d.out.wait_for("chose \"Approve\"", WAIT);
     let files = Setup::files(&setup.responses);
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(

@@ -180,7 +180,18 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(args: &[&str]) -> Daemon {
-        let mut child = Command::new(BIN)
+        Daemon::spawn_with(BIN, &[], args)
+    }
+
+    /// Runs `program` with `prefix` then `args` as its arguments: another
+    /// build of the binary, or an emulator and the binary.
+    pub fn spawn_with(
+        program: impl AsRef<std::ffi::OsStr>,
+        prefix: &[&std::ffi::OsStr],
+        args: &[&str],
+    ) -> Daemon {
+        let mut child = Command::new(program)
+            .args(prefix)
             .args(args)
             .env_remove("TELEGRAM_BOT_TOKEN")
             .env_remove("CCTELEGRAM_CONFIG")
@@ -189,7 +200,7 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start cctelegram");
+            .expect("start cctelegram (or its emulator)");
         let out = Output::default();
         out.collect(child.stdout.take().unwrap());
         out.collect(child.stderr.take().unwrap());
