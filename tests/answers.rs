@@ -369,3 +369,56 @@ fn a_409_conflict_is_reported_and_survived() {
     d.out.wait_for("getUpdates works again", WAIT);
     assert_eq!(Setup::files(&setup.responses).len(), 1);
 }
+
+#[test]
+fn a_copy_sent_after_the_decision_arrives_without_buttons() {
+    let tg = FakeTelegram::start();
+    let group = -100_222;
+    // A group gets a message every 3 s at most: the approval's copy there
+    // waits behind the first event while the private chat's copy is pressed.
+    let setup = Setup::new("late-copy", &tg.url(), &[ME, group], "");
+    let text = fs::read_to_string(&setup.config).unwrap().replace(
+        "per_group_per_minute = 6000000",
+        "per_group_per_minute = 20",
+    );
+    fs::write(&setup.config, text).unwrap();
+    let d = start(&tg, &setup);
+    setup.drop_event(
+        "a.json",
+        &json!({"type": "info_notification", "title": "first"}).to_string(),
+    );
+    tg.wait_messages(2, WAIT);
+    setup.drop_event("b.json", &approval("late_1", "Late copy", json!({})));
+    tg.wait_until(WAIT, "the private copy", |s| {
+        s.messages
+            .iter()
+            .any(|m| m.chat_id == ME.to_string() && m.text.contains("Late copy"))
+    });
+    let private = tg
+        .messages()
+        .into_iter()
+        .find(|m| m.chat_id == ME.to_string() && m.text.contains("Late copy"))
+        .unwrap();
+    assert!(
+        !tg.messages()
+            .iter()
+            .any(|m| m.chat_id == group.to_string() && m.text.contains("Late copy")),
+        "the group copy should still be waiting for its pace"
+    );
+    tg.press(ME, "john", private.message_id, ME, "approve_late_1");
+    d.out.wait_for("chose \"Approve\"", WAIT);
+    tg.wait_until(
+        WAIT,
+        "the group copy, sent and then stripped of its buttons",
+        |s| {
+            s.messages.iter().any(|m| {
+                m.chat_id == group.to_string()
+                    && m.text.contains("Late copy")
+                    && s.current.get(&m.message_id).is_some_and(|c| {
+                        c.reply_markup.is_none() && c.text.contains("Approve: by @john")
+                    })
+            })
+        },
+    );
+    assert_eq!(responses(&setup.responses).len(), 1);
+}
