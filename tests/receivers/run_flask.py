@@ -19,16 +19,36 @@ import sys
 import threading
 
 
-# Requests are handled on several threads; print() writes the text and the
-# newline separately, so lines from two threads could interleave. One write
-# of the whole line under a lock keeps each line whole.
-_say_lock = threading.Lock()
+class _WholeLines:
+    """Requests are handled on several threads, and print() (ours and the
+    verbatim snippet's) writes the text and the newline separately, so lines
+    from two threads could interleave. This keeps each thread's text until
+    its newline and writes whole lines under a lock."""
+
+    def __init__(self, out):
+        self.out = out
+        self.lock = threading.Lock()
+        self.local = threading.local()
+
+    def write(self, text):
+        pending = getattr(self.local, "pending", "") + text
+        *lines, self.local.pending = pending.split("\n")
+        if lines:
+            with self.lock:
+                self.out.write("".join(line + "\n" for line in lines))
+                self.out.flush()
+        return len(text)
+
+    def flush(self):
+        with self.lock:
+            self.out.flush()
+
+
+sys.stdout = _WholeLines(sys.stdout)
 
 
 def say(line):
-    with _say_lock:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+    print(line, flush=True)
 
 
 HOST = "127.0.0.1"
