@@ -28,6 +28,12 @@ use crate::webhook::payload;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Counts a failed attempt and returns how long to wait before the next.
+fn next_wait(attempt: &mut u32) -> Duration {
+    *attempt += 1;
+    Duration::from_millis(backoff_ms(*attempt))
+}
+
 pub struct Poller {
     pub api: Arc<Api>,
     pub spool: Arc<Spool>,
@@ -120,13 +126,12 @@ impl Poller {
             match call(&self.api, "deleteWebhook", json!({}), CALL_TIMEOUT).await {
                 Ok(_) => break,
                 Err(e) => {
-                    attempt += 1;
-                    let wait = backoff_ms(attempt);
+                    let wait = next_wait(&mut attempt);
                     log::warn!(
                         "deleteWebhook failed, retrying in {:.1} s: {e}",
-                        wait as f64 / 1000.0
+                        wait.as_secs_f64()
                     );
-                    smol::Timer::after(Duration::from_millis(wait)).await;
+                    smol::Timer::after(wait).await;
                 }
             }
         }
@@ -160,22 +165,21 @@ impl Poller {
                     Vec::new()
                 }
                 Err(e) => {
-                    attempt += 1;
-                    let wait = backoff_ms(attempt);
+                    let wait = next_wait(&mut attempt);
                     if matches!(e, Error::Telegram { status: 409, .. }) {
                         self.stats.polling_conflict.store(true, Ordering::Relaxed);
                         log::warn!(
                             "getUpdates: 409 Conflict: another program is polling this bot token; \
                              retrying in {:.1} s",
-                            wait as f64 / 1000.0
+                            wait.as_secs_f64()
                         );
                     } else {
                         log::warn!(
                             "getUpdates failed, retrying in {:.1} s: {e}",
-                            wait as f64 / 1000.0
+                            wait.as_secs_f64()
                         );
                     }
-                    smol::Timer::after(Duration::from_millis(wait)).await;
+                    smol::Timer::after(wait).await;
                     continue;
                 }
             };
@@ -205,13 +209,12 @@ impl Poller {
             }
             if let Some(e) = failed {
                 // Unconfirmed updates come again: nothing is skipped.
-                attempt += 1;
-                let wait = backoff_ms(attempt);
+                let wait = next_wait(&mut attempt);
                 log::error!(
                     "cannot record an answer, retrying in {:.1} s: {e}",
-                    wait as f64 / 1000.0
+                    wait.as_secs_f64()
                 );
-                smol::Timer::after(Duration::from_millis(wait)).await;
+                smol::Timer::after(wait).await;
             }
         }
     }
