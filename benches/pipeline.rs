@@ -1132,7 +1132,9 @@ fn main() {
         .unwrap_or_else(|e| panic!("watch {}: {e}", dir.responses.display()));
     let mut buf = [0u8; 4096];
     let file_prefix = format!("telegram_callback_{CHAT}_");
-    let buttons = Approvals::new(dir.buttons.clone());
+    let buttons = Approvals::new(
+        cctelegram::store::Records::open(dir.buttons.parent().unwrap(), "buttons").unwrap(),
+    );
     let background = Background::start(&daemon);
     let (mut press, mut to_answer, mut answer_to_file) = (Vec::new(), Vec::new(), Vec::new());
     let mut not_shown = Vec::new();

@@ -380,7 +380,9 @@ fn run(fake: &FakeTelegram, root: &Path) -> Result<(), String> {
     let mode: ParseMode = cfg.telegram.parse_mode;
     println!("Starting cctelegram::daemon::run on a thread:");
     let mut daemon = Daemon {
-        thread: Some(std::thread::spawn(move || cctelegram::daemon::run(cfg))),
+        thread: Some(std::thread::spawn(move || {
+            cctelegram::daemon::run(cfg, None)
+        })),
     };
     daemon.wait_file(&events.join("failed"))?;
     LOG.wait_for(LOG_GRACE, |l| l.starts_with("cctelegram::daemon "));

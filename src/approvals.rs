@@ -6,17 +6,34 @@
 //! poller records the decision, the expiry timer records an expiry. The
 //! first decision written wins; later presses read it and are told so.
 
-use std::fs;
-use std::io;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::clock;
+use crate::error::Result;
 use crate::event::Event;
-use crate::spool;
+use crate::store::Records;
 use crate::telegram::render::button_key;
+
+/// The longest `timeout_minutes` honoured: a week. Larger values are
+/// clamped to it (a typo of `30000000` must not arm a timer for decades).
+pub const MAX_TIMEOUT_MINUTES: f64 = 7.0 * 24.0 * 60.0;
+
+/// How long a decided (or expired) approval's record is kept, so that a
+/// late press is told "already decided" rather than "unknown".
+pub const KEEP_DECIDED_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// How long an approval nobody decided and that never expires is kept.
+pub const KEEP_UNDECIDED_MS: u64 = 90 * 24 * 3600 * 1000;
+
+/// The approval's timeout in milliseconds: `data.timeout_minutes` when it
+/// is a positive number, at most [`MAX_TIMEOUT_MINUTES`].
+pub fn timeout_ms(ev: &Event) -> Option<u64> {
+    let m = ev.data.get("timeout_minutes").and_then(Value::as_f64)?;
+    (m.is_finite() && m > 0.0).then(|| (m.min(MAX_TIMEOUT_MINUTES) * 60_000.0) as u64)
+}
 
 /// Who decided what, and when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +61,9 @@ pub struct Approval {
     /// first delivery).
     #[serde(default)]
     pub expires_at: Option<u64>,
+    /// Unix ms of the first delivery; the timeout counts from here.
+    #[serde(default)]
+    pub delivered_ms: Option<u64>,
     #[serde(default)]
     pub decision: Option<Decision>,
 }
@@ -74,14 +94,19 @@ pub enum Press {
 }
 
 pub struct Approvals {
-    dir: PathBuf,
+    records: Records,
     lock: Mutex<()>,
 }
 
 /// The approval key and option index a button's callback data names.
+/// Anything else (including a short key that is not one of ours, which
+/// could otherwise name a path) is `None`.
 pub fn parse_callback(data: &str) -> Option<(String, Option<usize>, &'static str)> {
     if let Some(rest) = data.strip_prefix('k') {
         let (n, key) = rest.split_once(':')?;
+        if key.len() != 20 || !key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
         return Some((key.to_string(), Some(n.parse().ok()?), ""));
     }
     let (prefix, task) = data.split_once('_')?;
@@ -96,36 +121,31 @@ pub fn parse_callback(data: &str) -> Option<(String, Option<usize>, &'static str
 }
 
 impl Approvals {
-    pub fn new(dir: PathBuf) -> Approvals {
+    pub fn new(records: Records) -> Approvals {
         Approvals {
-            dir,
+            records,
             lock: Mutex::new(()),
         }
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(format!("{key}.json"))
-    }
-
+    /// The approval a key names; a damaged record is moved aside and is
+    /// `None`, so it never stops anything else.
     pub fn get(&self, key: &str) -> Result<Option<Approval>> {
-        let path = self.path(key);
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::Json { path, source: e }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(path, e)),
-        }
+        self.records.get(&format!("{key}.json"))
     }
 
     fn put(&self, a: &Approval, sync: bool) -> Result<()> {
-        let bytes = serde_json::to_vec(a).unwrap_or_default();
         let name = format!("{}.json", a.key());
         if sync {
-            spool::write_atomic(&self.dir, &name, &bytes, 0o600)
+            self.records.put(&name, a)
         } else {
-            spool::write_file(&self.dir, &name, &bytes, 0o600)
+            self.records.put_unsynced(&name, a)
         }
+    }
+
+    /// Syncs the directory after [`Approvals::record`]s.
+    pub fn sync(&self) -> Result<()> {
+        self.records.sync()
     }
 
     /// Records a newly accepted approval request; the caller syncs the
@@ -141,6 +161,7 @@ impl Approvals {
             event: ev.clone(),
             messages: Vec::new(),
             expires_at: None,
+            delivered_ms: None,
             decision: None,
         };
         self.put(&a, false)
@@ -166,17 +187,21 @@ impl Approvals {
             return Ok(none); // a newer approval took over this task id
         }
         let entry = (chat.to_string(), message_id);
+        if a.messages.contains(&entry) && a.delivered_ms.is_some() {
+            return Ok(Delivered {
+                expires_at: None,
+                decided: a.decision.is_some().then_some(a),
+            });
+        }
         if !a.messages.contains(&entry) {
             a.messages.push(entry);
         }
         let mut set = None;
-        if a.expires_at.is_none() {
-            if let Some(m) = ev.data.get("timeout_minutes").and_then(|v| v.as_f64()) {
-                if m > 0.0 {
-                    let at = now + (m * 60_000.0) as u64;
-                    a.expires_at = Some(at);
-                    set = Some(at);
-                }
+        if a.delivered_ms.is_none() {
+            a.delivered_ms = Some(now);
+            if let Some(t) = timeout_ms(ev) {
+                a.expires_at = Some(now + t);
+                set = Some(now + t);
             }
         }
         self.put(&a, true)?;
@@ -190,7 +215,8 @@ impl Approvals {
     /// same update as the recorded decision counts as that decision.
     /// `first` runs, under the lock, for the press that decides (and for a
     /// replay of it), before the decision is recorded: it writes the
-    /// response file, so the file never lags behind the decision.
+    /// webhook and the response file, so neither ever lags behind the
+    /// decision.
     pub fn decide(
         &self,
         key: &str,
@@ -214,30 +240,50 @@ impl Approvals {
         Ok(Press::Decided(a))
     }
 
-    /// Undecided approvals with an expiry, soonest first.
-    pub fn expiries(&self) -> Result<Vec<(u64, String)>> {
+    /// Undecided approvals with an expiry: how long until each expires
+    /// (0: due), soonest first. Records past their retention are pruned on
+    /// the way.
+    pub fn expiries(&self, now: u64) -> Result<Vec<(u64, String)>> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
-        let dir = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        for entry in dir.filter_map(|e| e.ok()) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(key) = name
-                .strip_suffix(".json")
-                .filter(|_| !name.starts_with('.'))
-            else {
-                continue;
-            };
-            match self.get(key) {
-                Ok(Some(a)) if a.decision.is_none() => {
-                    if let Some(at) = a.expires_at {
-                        out.push((at, key.to_string()));
+        for (name, a) in self.records.load_all::<Approval>()? {
+            let key = name.trim_end_matches(".json").to_string();
+            match (&a.decision, a.delivered_ms) {
+                (Some(d), _) => {
+                    if clock::passed(d.at, KEEP_DECIDED_MS, now) {
+                        self.records.remove(&name)?;
                     }
                 }
-                Ok(_) => {}
-                Err(e) => log::warn!("approval {key} cannot be read: {e}"),
+                (None, Some(at)) => match timeout_ms(&a.event) {
+                    Some(t) => out.push((clock::remaining_ms(at, t, now), key)),
+                    None => {
+                        if clock::passed(at, KEEP_UNDECIDED_MS, now) {
+                            log::info!(
+                                "approval {} was never decided in 90 days; forgotten",
+                                a.event.event_id
+                            );
+                            self.records.remove(&name)?;
+                        }
+                    }
+                },
+                (None, None) => {}
             }
         }
         out.sort();
+        Ok(out)
+    }
+
+    /// Approvals delivered and not decided, oldest first.
+    pub fn undecided(&self) -> Result<Vec<Approval>> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Approval> = self
+            .records
+            .load_all::<Approval>()?
+            .into_iter()
+            .map(|(_, a)| a)
+            .filter(|a| a.decision.is_none() && a.delivered_ms.is_some())
+            .collect();
+        out.sort_by_key(|a| a.delivered_ms);
         Ok(out)
     }
 }
@@ -260,11 +306,15 @@ mod tests {
             parse_callback("opt2_T"),
             Some((button_key("T"), Some(2), ""))
         );
+        let key = button_key("T");
         assert_eq!(
-            parse_callback("k1:abc"),
-            Some(("abc".to_string(), Some(1), ""))
+            parse_callback(&format!("k1:{key}")),
+            Some((key.clone(), Some(1), ""))
         );
         assert_eq!(parse_callback("hello"), None);
+        // Regression: a forged short key must not name a path.
+        assert_eq!(parse_callback("k0:../../../../etc/passwd"), None);
+        assert_eq!(parse_callback("k0:abc"), None);
         assert_eq!(parse_callback("optx_T"), None);
     }
 }

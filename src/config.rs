@@ -94,6 +94,9 @@ pub struct Config {
     pub health: Health,
 }
 
+/// The longest delay any setting may ask for.
+const DAY_MS: u64 = 86_400_000;
+
 /// Stands for the whole file in errors that are not about one key.
 const FILE: &str = "the config file";
 
@@ -611,19 +614,71 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
             "is empty while a bot token is set; list the Telegram user ids allowed to answer",
         ));
     }
-    if t.poll_timeout_seconds == 0 || t.poll_timeout_seconds > 50 {
-        return Err(Error::config(
-            "telegram.poll_timeout_seconds",
-            format!("must be 1 to 50, found {}", t.poll_timeout_seconds),
-        ));
-    }
-    if c.limits.max_event_bytes == 0 {
-        return Err(Error::config(
-            "limits.max_event_bytes",
-            "must be above zero",
-        ));
-    }
+    // Every number has a range: a value outside it is a typo or a
+    // misunderstanding, and one that slipped through would panic or arm a
+    // timer for decades later (CONTRACT section 2: exit 78 naming the key).
+    let l = &c.limits;
     let w = &c.webhook;
+    let h = &c.health;
+    let whole: [(&str, u64, u64, u64); 9] = [
+        (
+            "telegram.poll_timeout_seconds",
+            t.poll_timeout_seconds,
+            1,
+            50,
+        ),
+        ("limits.max_event_bytes", l.max_event_bytes, 1, 64 << 20),
+        ("webhook.timeout_seconds", w.timeout_seconds, 1, 600),
+        ("webhook.max_in_flight", w.max_in_flight, 1, 256),
+        ("webhook.retry.max_attempts", w.retry.max_attempts, 0, 100),
+        (
+            "webhook.retry.initial_delay_ms",
+            w.retry.initial_delay_ms,
+            0,
+            DAY_MS,
+        ),
+        (
+            "webhook.retry.max_delay_ms",
+            w.retry.max_delay_ms,
+            0,
+            DAY_MS,
+        ),
+        ("health.interval_seconds", h.interval_seconds, 1, 86_400),
+        (
+            "health.memory_threshold_mb",
+            h.memory_threshold_mb,
+            1,
+            1 << 20,
+        ),
+    ];
+    for (key, v, min, max) in whole {
+        if v < min || v > max {
+            return Err(Error::config(
+                key,
+                format!("must be {min} to {max}, found {v}"),
+            ));
+        }
+    }
+    let rates = [
+        // Far above Telegram's limits: tests and benchmarks lift them.
+        ("limits.per_chat_per_second", l.per_chat_per_second, 1e6),
+        ("limits.per_group_per_minute", l.per_group_per_minute, 6e7),
+        ("limits.global_per_second", l.global_per_second, 1e6),
+    ];
+    for (key, v, max) in rates {
+        // One message a day at the slowest.
+        let min = if key.ends_with("minute") {
+            1.0 / 1440.0
+        } else {
+            1.0 / 86_400.0
+        };
+        if !(v >= min && v <= max) {
+            return Err(Error::config(
+                key,
+                format!("must be between {min:.6} and {max}, found {v}"),
+            ));
+        }
+    }
     for url in &w.endpoints {
         check_url("webhook.endpoints", url)?;
     }
@@ -633,31 +688,16 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
             "is empty while endpoints are set; set CCTELEGRAM_WEBHOOK_SECRET or [webhook] secret",
         ));
     }
-    if w.timeout_seconds == 0 {
-        return Err(Error::config(
-            "webhook.timeout_seconds",
-            "must be above zero",
-        ));
-    }
-    if w.max_in_flight == 0 {
-        return Err(Error::config("webhook.max_in_flight", "must be above zero"));
-    }
-    if w.retry.backoff_multiplier < 1.0 {
+    if !(1.0..=100.0).contains(&w.retry.backoff_multiplier) {
         return Err(Error::config(
             "webhook.retry.backoff_multiplier",
-            format!("must be 1.0 or more, found {}", w.retry.backoff_multiplier),
+            format!("must be 1.0 to 100, found {}", w.retry.backoff_multiplier),
         ));
     }
     if w.retry.max_delay_ms < w.retry.initial_delay_ms {
         return Err(Error::config(
             "webhook.retry.max_delay_ms",
             "must not be below webhook.retry.initial_delay_ms",
-        ));
-    }
-    if c.health.interval_seconds == 0 {
-        return Err(Error::config(
-            "health.interval_seconds",
-            "must be above zero",
         ));
     }
     if !c.health.listen.is_empty() && c.health.listen.parse::<SocketAddr>().is_err() {
@@ -709,8 +749,14 @@ pub fn load(
 ) -> Result<(Config, Vec<String>)> {
     let (mut c, warnings) = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
+            let bytes = std::fs::read(p)
                 .map_err(|e| Error::config(p.display().to_string(), format!("cannot read: {e}")))?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                Error::config(
+                    p.display().to_string(),
+                    format!("is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+                )
+            })?;
             parse(&text).map_err(|e| match e {
                 Error::Config { key, problem } if key == FILE => {
                     Error::config(p.display().to_string(), problem)
@@ -730,7 +776,31 @@ pub fn load(
         *p = expand(p, home.as_deref());
     }
     validate(&c, run_daemon)?;
+    let mut warnings = warnings;
+    // At the daemon's start-up (and reload), not on every command.
+    if let Some(w) = path.filter(|_| run_daemon).and_then(open_to_others) {
+        warnings.push(w);
+    }
     Ok((c, warnings))
+}
+
+/// A warning when the config file (which holds the bot token) can be read
+/// by its group or by everyone.
+fn open_to_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "{} can be read by {} (mode {:o}); it holds secrets: chmod 600 it",
+            path.display(),
+            if mode & 0o004 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            mode & 0o777
+        )
+    })
 }
 
 impl Config {

@@ -1,6 +1,13 @@
 //! `cctelegram run`: wires the watcher, the spool, the sender and the
-//! poller together.
+//! poller together, and answers signals.
+//!
+//! No task's error ends the daemon: each waits its trouble out and says so
+//! in the log and in health. It exits for a bad configuration at start-up,
+//! or for SIGTERM/SIGINT, after the send and the webhook attempts in flight
+//! have finished (at most [`STOP_GRACE`]). SIGHUP loads the configuration
+//! again.
 
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,39 +22,53 @@ use crate::error::Result;
 use crate::health::Monitor;
 use crate::http;
 use crate::ingest::Ingest;
+use crate::reload::Live;
 use crate::responses::Responses;
+use crate::signals::{Signal, Signals, Stop};
 use crate::spool::Spool;
 use crate::stats::Stats;
+use crate::store::Records;
 use crate::telegram::api::Api;
-use crate::telegram::pace::Pacer;
 use crate::telegram::poll::{self, Poller};
 use crate::telegram::send::Sender;
 use crate::watch;
 use crate::webhook::deliver::Outbox;
 
-/// Runs the daemon until a fatal error. Everything it accepted is on disk,
-/// so stopping it at any moment (even `kill -9`) loses nothing.
-pub fn run(cfg: Config) -> Result<()> {
+/// How long SIGTERM waits for what is in flight; the contract's bound is
+/// 10 seconds, and everything is on disk anyway.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+
+/// Runs the daemon until SIGTERM or SIGINT. Everything it accepted is on
+/// disk, so stopping it at any moment (even `kill -9`) loses nothing.
+pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
+    // Before any thread exists, so that every thread inherits the mask.
+    let signals = Signals::new()?;
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
-    let spool = Arc::new(Spool::open(&cfg.paths.state_dir, clock::now_ms())?);
+    let state_dir = cfg.paths.state_dir.clone();
+    let spool = Arc::new(Spool::open(&state_dir, clock::now_ms())?);
     let responses = Arc::new(Responses::open(&cfg.paths.responses_dir, spool.offset())?);
-    let approvals = Arc::new(Approvals::new(spool.buttons.clone()));
+    let approvals = Arc::new(Approvals::new(Records::open(&state_dir, "buttons")?));
     let chats = cfg.target_chats();
+    let api = Arc::new(Api::new(&cfg.telegram.api_url, &cfg.telegram.bot_token));
+    let health_interval = Duration::from_secs(cfg.health.interval_seconds);
+    let memory_threshold_mb = cfg.health.memory_threshold_mb;
+    let listen = cfg.health.listen.clone();
+    let events_dir = cfg.paths.events_dir.clone();
+    let live = Arc::new(Live::new(cfg, path));
+    let stop = Arc::new(Stop::default());
     let (tx, rx) = smol::channel::unbounded();
     let ingest = Arc::new(Ingest::new(
-        &cfg.paths.events_dir,
+        &events_dir,
         spool.clone(),
         approvals.clone(),
-        chats.clone(),
-        cfg.limits.max_event_bytes,
+        live.clone(),
         stats.clone(),
         tx,
     )?);
-    let api = Arc::new(Api::new(&cfg.telegram.api_url, &cfg.telegram.bot_token));
     let outbox = Arc::new(Outbox::open(
-        &cfg.paths.state_dir,
-        &cfg.webhook,
+        &state_dir,
+        live.clone(),
         started,
         stats.clone(),
     )?);
@@ -57,9 +78,8 @@ pub fn run(cfg: Config) -> Result<()> {
         spool.clone(),
         approvals.clone(),
         outbox.clone(),
+        live.clone(),
         expiry_tx,
-        Pacer::new(&cfg.limits),
-        cfg.telegram.parse_mode,
         stats.clone(),
     )?;
     let poller = Poller {
@@ -68,28 +88,35 @@ pub fn run(cfg: Config) -> Result<()> {
         approvals: approvals.clone(),
         responses: responses.clone(),
         outbox: outbox.clone(),
-        allowed_users: cfg.telegram.allowed_users.clone(),
-        mode: cfg.telegram.parse_mode,
-        poll_timeout: cfg.telegram.poll_timeout_seconds,
+        live: live.clone(),
         stats: stats.clone(),
         started,
+        stop: stop.clone(),
+        early_press: Mutex::new(None),
     };
     log::info!(
         "cctelegram {} watching {} for {} chat(s); {} send(s) queued from before",
         env!("CARGO_PKG_VERSION"),
-        cfg.paths.events_dir.display(),
+        events_dir.display(),
         chats.len(),
         Stats::get(&stats.backlog),
     );
+    if !clock::plausible(clock::now_ms()) {
+        log::warn!(
+            "the system clock reads {}: no real-time clock, or NTP has not synced yet; \
+             TLS to Telegram fails until it has, and every send waits on disk meanwhile",
+            clock::iso8601(clock::now_ms())
+        );
+    }
     let hold_spool = spool.clone();
     let monitor = Arc::new(Monitor {
         api: api.clone(),
         stats: stats.clone(),
         outbox: outbox.clone(),
         spool_hold: Box::new(move || hold_spool.hold()),
-        state_dir: cfg.paths.state_dir.clone(),
-        interval: Duration::from_secs(cfg.health.interval_seconds),
-        memory_threshold_mb: cfg.health.memory_threshold_mb,
+        state_dir,
+        interval: health_interval,
+        memory_threshold_mb,
         started,
         latest: Mutex::new(None),
     });
@@ -97,21 +124,84 @@ pub fn run(cfg: Config) -> Result<()> {
         api,
         approvals,
         responses,
-        cfg.telegram.parse_mode,
+        outbox.clone(),
+        live.clone(),
         expiry_rx,
+        stop.clone(),
     );
     // One thread runs every task; blocking work goes to smol's pool.
     let ex = Rc::new(LocalExecutor::new());
-    let http = http::serve(ex.clone(), &cfg.health.listen, monitor.clone());
-    smol::block_on(
-        ex.run(
-            watch::run(ingest)
-                .or(sender.run(rx))
-                .or(poller.run())
-                .or(expiry)
-                .or(outbox.run())
-                .or(monitor.run())
-                .or(http),
-        ),
-    )
+    let http = http::serve(ex.clone(), &listen, monitor.clone());
+    let sending = ex.spawn(sender.run(rx, stop.clone()));
+    let delivering = ex.spawn(outbox.clone().run(stop.clone()));
+    let control = async {
+        loop {
+            match signals.next().await {
+                Ok(Signal::Reload) => reload(&live, &outbox),
+                Ok(Signal::Stop(signo)) => {
+                    let name = if signo == libc::SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    };
+                    log::info!("{name}: finishing what is in flight, then stopping");
+                    return Ok(());
+                }
+                Err(e) => {
+                    log::error!("cannot read signals: {e}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    };
+    let background = async {
+        let _ = watch::run(ingest, stop.clone())
+            .or(poller.run())
+            .or(expiry)
+            .or(monitor.run(stop.clone()))
+            .or(http)
+            .await;
+        // Those end only on stop; stay here until the signal branch wins.
+        std::future::pending::<Result<()>>().await
+    };
+    smol::block_on(ex.run(async {
+        control.or(background).await?;
+        stop.set();
+        let finished = async {
+            let _ = sending.await;
+            let _ = delivering.await;
+            true
+        };
+        let late = async {
+            smol::Timer::after(STOP_GRACE).await;
+            false
+        };
+        if !finished.or(late).await {
+            log::warn!(
+                "stopping with work still in flight; it is on disk and resumes at the next start"
+            );
+        }
+        log::info!("stopped");
+        Ok(())
+    }))
+}
+
+/// SIGHUP: the new configuration for what is sent next, or the old one if
+/// the new one does not load.
+fn reload(live: &Live, outbox: &Outbox) {
+    match live.reload(&|k| std::env::var(k).ok()) {
+        Ok(notes) => {
+            for n in notes {
+                log::warn!("{n}");
+            }
+            outbox.enable_all();
+            let c = live.get();
+            log::info!(
+                "configuration reloaded: {} chat(s), {} webhook endpoint(s)",
+                c.target_chats().len(),
+                c.webhook.endpoints.len()
+            );
+        }
+        Err(e) => log::error!("configuration not reloaded, the old one stays in force: {e}"),
+    }
 }

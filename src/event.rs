@@ -242,6 +242,7 @@ pub fn parse(bytes: &[u8], now: &str, new_id: impl FnOnce() -> String) -> Result
         }
     };
     check_options(&data)?;
+    check_timeout(&data)?;
     let event_id = match (event_id, &task_id) {
         (Some(e), _) => e,
         (None, Some(t)) => t.clone(),
@@ -293,6 +294,26 @@ fn check_options(data: &Map<String, Value>) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// `data.timeout_minutes`, when given, is a number of minutes, 0 or more
+/// (0: never expires). A huge one is clamped where it is used
+/// (`approvals::MAX_TIMEOUT_MINUTES`); a meaningless one is refused.
+fn check_timeout(data: &Map<String, Value>) -> Result<(), Invalid> {
+    match data.get("timeout_minutes") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|m| m >= 0.0) => Ok(()),
+        Some(Value::Number(_)) => Err(Invalid::WrongType {
+            field: "data.timeout_minutes".into(),
+            want: "a number of minutes, 0 or more",
+            found: "a negative number",
+        }),
+        Some(v) => Err(Invalid::WrongType {
+            field: "data.timeout_minutes".into(),
+            want: "a number of minutes, 0 or more",
+            found: kind_of(v),
+        }),
+    }
 }
 
 impl Event {
@@ -388,6 +409,22 @@ mod tests {
         }
         let err = parse(b"{\"type\":\"x\",\"title\":\"\xff\"}", "", String::new).unwrap_err();
         assert_eq!(err, Invalid::NotUtf8 { offset: 21 });
+    }
+
+    #[test]
+    fn meaningless_timeouts_are_refused() {
+        let with = |t: &str| {
+            p(&format!(
+                r#"{{"type":"approval_request","title":"t","data":{{"timeout_minutes":{t}}}}}"#
+            ))
+        };
+        assert!(with("30").is_ok());
+        assert!(with("1e300").is_ok(), "huge is clamped at use, not refused");
+        assert!(with("0").is_ok());
+        for bad in ["-5", "\"30\"", "[]", "true"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("data.timeout_minutes"), "{bad}: {e}");
+        }
     }
 
     #[test]

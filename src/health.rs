@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use smol::future::FutureExt as _;
 
 use crate::clock;
 use crate::error::Result;
@@ -74,6 +75,9 @@ pub struct Inputs {
     pub webhooks: Option<(u64, u64)>,
     pub disabled_endpoints: Vec<String>,
     pub disk_free_mb: Option<f64>,
+    /// Seconds since a write to the state directory last failed, if one
+    /// failed since the previous check.
+    pub state_write_failed_s: Option<u64>,
     pub now_ms: u64,
 }
 
@@ -218,6 +222,15 @@ pub fn evaluate(i: &Inputs) -> Vec<Check> {
             Level::Warn,
             "free space of the state directory unknown".into(),
             json!({}),
+        ),
+        _ if i.state_write_failed_s.is_some() => check(
+            "disk_space",
+            Level::Fail,
+            format!(
+                "writing to the state directory failed {} s ago (full disk?); it is retried, see the log",
+                i.state_write_failed_s.unwrap_or(0)
+            ),
+            json!({"value": i.disk_free_mb.map(f64::round), "unit": "MB", "threshold": DISK_WARN_MB}),
         ),
         Some(mb) => {
             let level = if mb < DISK_FAIL_MB {
@@ -394,9 +407,10 @@ impl Monitor {
         ])
     }
 
-    pub async fn run(self: Arc<Self>) -> Result<()> {
+    pub async fn run(self: Arc<Self>, stop: Arc<crate::signals::Stop>) -> Result<()> {
         let mut previous = Status::Healthy;
         let mut last_counts = (0, 0);
+        let mut last_check_ms = clock::now_ms();
         loop {
             let started = Instant::now();
             let api = self.api.clone();
@@ -429,8 +443,14 @@ impl Monitor {
                     .cloned()
                     .collect(),
                 disk_free_mb: disk_free_mb(&self.state_dir),
+                state_write_failed_s: {
+                    let at = Stats::get(&self.stats.state_error_ms);
+                    (at > 0 && at >= last_check_ms)
+                        .then(|| clock::age_ms(at, clock::now_ms()) / 1000)
+                },
                 now_ms: clock::now_ms(),
             };
+            last_check_ms = inputs.now_ms;
             let checks = evaluate(&inputs);
             let status = status_of(&checks);
             let uptime = self.started.elapsed().as_secs();
@@ -444,16 +464,24 @@ impl Monitor {
                     clock::now_ms(),
                     &self.outbox.info(),
                 );
-                if let Err(e) = self.outbox.enqueue("health_update", &p) {
-                    log::error!("cannot queue the health_update webhook: {e}");
+                let source = format!("{}:{}:{}", previous.name(), status.name(), clock::now_ms());
+                match self.outbox.enqueue("health_update", &source, &p) {
+                    // On failure the transition is reported at the next check.
+                    Err(e) => log::error!("cannot queue the health_update webhook, retrying: {e}"),
+                    Ok(()) => previous = status,
                 }
-                previous = status;
             }
             *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Snapshot {
                 body,
                 unhealthy: status == Status::Unhealthy,
             });
-            smol::Timer::after(self.interval).await;
+            let timer = async {
+                smol::Timer::after(self.interval).await;
+            };
+            timer.or(stop.wait()).await;
+            if stop.is_set() {
+                return Ok(());
+            }
         }
     }
 }
@@ -474,6 +502,7 @@ mod tests {
             webhooks: Some((10, 0)),
             disabled_endpoints: vec![],
             disk_free_mb: Some(5000.0),
+            state_write_failed_s: None,
             now_ms: 1_000_000,
         }
     }

@@ -15,7 +15,7 @@ use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, LocalExecutor};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::health::Monitor;
 
 const MAX_HEAD: usize = 8 * 1024;
@@ -41,10 +41,15 @@ pub async fn serve(ex: Rc<LocalExecutor<'_>>, listen: &str, monitor: Arc<Monitor
     log::info!("serving /health and /metrics on http://{addr}");
     let open = Rc::new(AtomicUsize::new(0));
     loop {
-        let (stream, _) = listener
-            .accept()
-            .await
-            .map_err(|e| Error::io(format!("health listener {addr}"), e))?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait a moment, keep serving.
+                log::warn!("health listener {addr}: accept failed, retrying in 1 s: {e}");
+                smol::Timer::after(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
             drop(stream);
             continue;

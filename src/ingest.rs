@@ -20,6 +20,7 @@ use crate::approvals::Approvals;
 use crate::clock;
 use crate::error::Result;
 use crate::event::{self, Event, Invalid};
+use crate::reload::Live;
 use crate::spool::{self, Item, Spool};
 use crate::stats::Stats;
 
@@ -101,8 +102,7 @@ pub struct Ingest {
     failed_dir: PathBuf,
     spool: Arc<Spool>,
     approvals: Arc<Approvals>,
-    chats: Vec<String>,
-    max_bytes: u64,
+    live: Arc<Live>,
     seq: AtomicU64,
     stats: Arc<Stats>,
     tx: smol::channel::Sender<Vec<Queued>>,
@@ -118,8 +118,7 @@ impl Ingest {
         events_dir: &Path,
         spool: Arc<Spool>,
         approvals: Arc<Approvals>,
-        chats: Vec<String>,
-        max_bytes: u64,
+        live: Arc<Live>,
         stats: Arc<Stats>,
         tx: smol::channel::Sender<Vec<Queued>>,
     ) -> Result<Ingest> {
@@ -131,8 +130,7 @@ impl Ingest {
             failed_dir,
             spool,
             approvals,
-            chats,
-            max_bytes,
+            live,
             // Sequence numbers order sends; starting from the clock keeps
             // them increasing across restarts.
             seq: AtomicU64::new(clock::now_ms() * 1000),
@@ -164,6 +162,9 @@ impl Ingest {
     /// error when the state directory could not take them (disk full): the
     /// event files then stay where they are, to be tried again.
     pub fn batch(&self, names: Vec<(OsString, Seen)>) -> Result<Accepted> {
+        let cfg = self.live.get();
+        let max_bytes = cfg.limits.max_event_bytes;
+        let chats = cfg.target_chats();
         let now = clock::now_ms();
         let now_iso = clock::iso8601(now);
         let mut accepted: Vec<(PathBuf, Event)> = Vec::new();
@@ -174,7 +175,7 @@ impl Ingest {
                 continue;
             }
             let path = self.events_dir.join(&name);
-            match self.examine(&path, how, &now_iso) {
+            match self.examine(&path, how, &now_iso, max_bytes) {
                 Outcome::Skip => {}
                 Outcome::Unfinished => look_again = Some(WRITER_GRACE),
                 Outcome::Refuse(why) => self.refuse(&path, &why),
@@ -206,7 +207,7 @@ impl Ingest {
         if !accepted.is_empty() {
             let items: Vec<Item> = accepted
                 .iter()
-                .flat_map(|(_, ev)| self.chats.iter().map(move |chat| (ev, chat)))
+                .flat_map(|(_, ev)| chats.iter().map(move |chat| (ev, chat)))
                 .map(|(ev, chat)| Item {
                     seq: self.seq.fetch_add(1, Ordering::Relaxed),
                     chat: chat.clone(),
@@ -287,15 +288,15 @@ impl Ingest {
         for item in items {
             self.spool.put_unsynced(item)?;
         }
-        spool::sync_dir(&self.spool.queue)?;
+        self.spool.queue.sync()?;
         if buttons {
-            spool::sync_dir(&self.spool.buttons)?;
+            self.approvals.sync()?;
         }
         let ids: Vec<String> = accepted.iter().map(|(_, e)| e.event_id.clone()).collect();
         self.spool.mark_seen(&ids, now)
     }
 
-    fn examine(&self, path: &Path, how: Seen, now_iso: &str) -> Outcome {
+    fn examine(&self, path: &Path, how: Seen, now_iso: &str, max_bytes: u64) -> Outcome {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(_) => return Outcome::Skip,
@@ -313,19 +314,19 @@ impl Ingest {
         if how == Seen::Created {
             return Outcome::Skip; // its close-after-write follows
         }
-        if meta.len() > self.max_bytes {
+        if meta.len() > max_bytes {
             return Outcome::Refuse(Invalid::TooLarge {
                 size: meta.len(),
-                limit: self.max_bytes,
+                limit: max_bytes,
             });
         }
-        let bytes = match read_bounded(path, self.max_bytes) {
+        let bytes = match read_bounded(path, max_bytes) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Outcome::Skip,
             Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
                 return Outcome::Refuse(Invalid::TooLarge {
-                    size: self.max_bytes + 1,
-                    limit: self.max_bytes,
+                    size: max_bytes + 1,
+                    limit: max_bytes,
                 })
             }
             Err(e) => return Outcome::Refuse(Invalid::Unreadable(e.to_string())),

@@ -286,10 +286,20 @@ fn dlq(args: &Args) -> Result<()> {
         words.push("--all");
     }
     let (cfg, _) = load_config(args, false)?;
-    let dead = DeadLetters::new(&cfg.paths.state_dir);
+    let dead = DeadLetters::new(&cfg.paths.state_dir)?;
     match words.as_slice() {
         ["list"] | [] => {
-            let list = dead.list()?;
+            let (list, damaged) = dead.list()?;
+            for d in &damaged {
+                println!("{}: {}", d.name, d.problem);
+            }
+            if !damaged.is_empty() {
+                println!(
+                    "{} damaged entr{} (the daemon moves them to damaged/ at its next start).",
+                    damaged.len(),
+                    if damaged.len() == 1 { "y" } else { "ies" }
+                );
+            }
             if list.is_empty() {
                 println!("The dead letter queue is empty.");
                 return Ok(());
@@ -299,8 +309,8 @@ fn dlq(args: &Args) -> Result<()> {
                 "{:<28} {:<16} {:>8} {:>8}  ENDPOINT / LAST ERROR",
                 "ID", "TYPE", "ATTEMPTS", "AGE"
             );
-            for d in &list {
-                let age = now.saturating_sub(d.died_ms.unwrap_or(d.created_ms)) / 1000;
+            for (_, d) in &list {
+                let age = clock::age_ms(d.died_ms.unwrap_or(d.created_ms), now) / 1000;
                 println!(
                     "{:<28} {:<16} {:>8} {:>8}  {}\n{:>64}  {}",
                     d.id,
@@ -317,9 +327,9 @@ fn dlq(args: &Args) -> Result<()> {
         }
         ["replay", which] | [which, "replay"] => {
             let mut failed = 0;
-            for d in dead.select(which)? {
+            for (name, d) in dead.select(which)? {
                 let id = d.id.clone();
-                match dead.replay(d, &cfg.webhook)? {
+                match dead.replay(&name, d, &cfg.webhook)? {
                     Outcome::Delivered(status) => {
                         println!("{id}: delivered ({status}), removed from the queue")
                     }
@@ -338,8 +348,8 @@ fn dlq(args: &Args) -> Result<()> {
         }
         ["purge", which] | [which, "purge"] => {
             let list = dead.select(which)?;
-            for d in &list {
-                dead.purge(d)?;
+            for (name, _) in &list {
+                dead.purge(name)?;
             }
             println!("Purged {} dead letter(s).", list.len());
             Ok(())
@@ -501,8 +511,8 @@ fn real_main() -> Result<()> {
         _ if wants_help => print!("{HELP}"),
         "run" => {
             args.only(&["--config"], &[], false)?;
-            let (cfg, _) = load_config(&args, true)?;
-            cctelegram::daemon::run(cfg)?;
+            let (cfg, path) = load_config(&args, true)?;
+            cctelegram::daemon::run(cfg, path)?;
         }
         "send" => send(&args)?,
         "check-config" => check_config(&args)?,

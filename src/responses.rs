@@ -74,8 +74,21 @@ impl Responses {
         Ok(name)
     }
 
-    /// Writes the response for an approval nobody answered in time.
-    pub fn write_expired(&self, key: &str, body: &Value) -> Result<String> {
+    /// Writes the response for an approval nobody answered in time, once:
+    /// `None` when its file is there already (a replay after a crash).
+    pub fn write_expired(&self, key: &str, body: &Value) -> Result<Option<String>> {
+        let suffix = format!("_{key}.json");
+        let exists = fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))?
+            .flatten()
+            .any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("telegram_expired_") && n.ends_with(&suffix)
+            });
+        if exists {
+            return Ok(None);
+        }
         let name = format!(
             "telegram_expired_{}_{key}.json",
             clock::compact_stamp(clock::now_ms())
@@ -83,7 +96,7 @@ impl Responses {
         let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
         bytes.push(b'\n');
         spool::write_atomic(&self.dir, &name, &bytes, 0o600)?;
-        Ok(name)
+        Ok(Some(name))
     }
 
     /// Forgets ids below the new offset; Telegram will not send them again.

@@ -16,25 +16,31 @@
 //!   reply to a message finds its event.
 //! - `offset`: the next `getUpdates` offset.
 //!
-//! Nothing is rewritten in place; retry times are data in the files.
+//! Nothing is rewritten in place; retry times are data in the files. The
+//! files themselves are [`crate::store`]'s: records, cells and logs, with
+//! damaged ones moved to `damaged/`.
 
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::store::{Cell, Log, Records};
+
+pub use crate::store::{digest as hex_digest, ensure_dir, sync_dir, write_atomic, write_file};
 
 /// How long an event id is remembered for duplicate detection.
 pub const SEEN_FOR_MS: u64 = 24 * 3600 * 1000;
 
 /// How long a sent message can still be replied to with its event known.
 const SENT_FOR_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// How long a send Telegram refused for good stays in `undeliverable/`.
+const KEEP_UNDELIVERABLE_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// One pending send of one event to one chat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,74 +87,19 @@ pub fn file_name(event_id: &str, chat: &str) -> String {
     )
 }
 
-/// Lowercase hex SHA-256 of the concatenated parts.
-pub fn hex_digest(parts: &[&[u8]]) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for p in parts {
-        ctx.update(p);
-    }
-    ctx.finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Writes `bytes` as `dir/name` atomically and durably: temporary name,
-/// fsync, rename, fsync of the directory. Readers see the old file or the
-/// new one, never half of one.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    write_file(dir, name, bytes, mode)?;
-    sync_dir(dir)
-}
-
-/// [`write_atomic`] without the directory fsync, for batches that sync the
-/// directory once at the end.
-pub fn write_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let dst = dir.join(name);
-    let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
-        fs::rename(&tmp, &dst)
-    })();
-    res.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(dst, e)
-    })
-}
-
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
-}
-
-/// Creates `dir` (and parents) with mode 0700 if missing.
-pub fn ensure_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(dir, e))
-}
-
-use std::os::unix::fs::DirBuilderExt;
-
 /// The state directory and the duplicate memory.
 pub struct Spool {
     pub root: PathBuf,
-    pub queue: PathBuf,
-    pub undeliverable: PathBuf,
-    pub buttons: PathBuf,
-    seen: Mutex<Seen>,
-    sent: Mutex<File>,
+    pub queue: Records,
+    pub undeliverable: Records,
+    seen: Mutex<HashMap<String, u64>>,
+    seen_log: Log,
+    sent: Log,
+    offset: Cell,
+    hold: Cell,
+    /// Parts Telegram took for queued entries before a crash, by entry
+    /// name: `(part, message_id)`, from the sent log.
+    recovered: Mutex<HashMap<String, Vec<(usize, i64)>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -161,6 +112,9 @@ struct SentLine {
     kind: String,
     #[serde(default)]
     title: String,
+    /// Which part of a split message this is.
+    #[serde(default)]
+    part: usize,
 }
 
 /// The event a sent message showed.
@@ -169,11 +123,6 @@ pub struct SentEvent {
     pub event_id: String,
     pub kind: String,
     pub title: String,
-}
-
-struct Seen {
-    ids: HashMap<String, u64>,
-    log: File,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -186,90 +135,144 @@ impl Spool {
     /// Opens (creating if needed) the state directory, compacts the
     /// duplicate memory to the last 24 hours and repairs it from the queue.
     pub fn open(root: &Path, now_ms: u64) -> Result<Spool> {
-        let queue = root.join("queue");
-        let undeliverable = root.join("undeliverable");
-        let buttons = root.join("buttons");
-        for d in [root, &queue, &undeliverable, &buttons] {
-            ensure_dir(d)?;
-        }
-        let log_path = root.join("seen.log");
-        let mut ids = HashMap::new();
-        match fs::read_to_string(&log_path) {
-            Ok(text) => {
-                // A line cut short by a power cut is skipped, not trusted.
-                for line in text.lines() {
-                    if let Ok(l) = serde_json::from_str::<SeenLine>(line) {
-                        if now_ms.saturating_sub(l.at) < SEEN_FOR_MS {
-                            ids.insert(l.id, l.at);
-                        }
-                    }
-                }
+        ensure_dir(root)?;
+        let queue = Records::open(root, "queue")?;
+        let undeliverable = Records::open(root, "undeliverable")?;
+        // Refused sends are kept for a person for a while, not for ever.
+        for (name, item) in undeliverable.load_all::<Item>()? {
+            if clock::passed(item.accepted_ms, KEEP_UNDELIVERABLE_MS, now_ms) {
+                log::info!(
+                    "forgetting undeliverable/{name} (event {}, refused by Telegram more than 30 days ago)",
+                    item.event.event_id
+                );
+                undeliverable.remove(&name)?;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&log_path, e)),
         }
+        let pending = queue.load_all::<Item>()?;
+        let (seen_log, lines) = Log::open::<SeenLine>(root, "seen.log", |l| {
+            clock::age_ms(l.at, now_ms) < SEEN_FOR_MS
+        })?;
+        let mut ids: HashMap<String, u64> = lines.into_iter().map(|l| (l.id, l.at)).collect();
         // Entries whose file exists in the queue were accepted even if the
         // crash came before their id reached the log.
-        let spool_items = list_items(&queue)?;
-        for (_, item) in &spool_items {
-            ids.entry(item.event.event_id.clone()).or_insert(now_ms);
+        let mut repaired = Vec::new();
+        for (_, item) in &pending {
+            if !ids.contains_key(&item.event.event_id) {
+                ids.insert(item.event.event_id.clone(), now_ms);
+                repaired.push(SeenLine {
+                    at: now_ms,
+                    id: item.event.event_id.clone(),
+                });
+            }
         }
-        let mut compact = String::new();
-        for (id, at) in &ids {
-            compact.push_str(&seen_line(id, *at));
+        seen_log.append(&repaired)?;
+        let wanted: HashSet<(&str, &str)> = pending
+            .iter()
+            .map(|(_, i)| (i.event.event_id.as_str(), i.chat.as_str()))
+            .collect();
+        let mut recovered: HashMap<String, Vec<(usize, i64)>> = HashMap::new();
+        let (sent, sent_lines) = Log::open::<SentLine>(root, "sent.log", |l| {
+            clock::age_ms(l.at, now_ms) < SENT_FOR_MS
+        })?;
+        for l in sent_lines {
+            if wanted.contains(&(l.event_id.as_str(), l.chat.as_str())) {
+                let parts = recovered
+                    .entry(file_name(&l.event_id, &l.chat))
+                    .or_default();
+                if !parts.iter().any(|(p, _)| *p == l.part) {
+                    parts.push((l.part, l.message_id));
+                }
+            }
         }
-        write_atomic(root, "seen.log", compact.as_bytes(), 0o600)?;
-        let log = OpenOptions::new()
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| Error::io(&log_path, e))?;
-        let sent = compact_sent(root, now_ms)?;
         Ok(Spool {
             root: root.to_path_buf(),
             queue,
             undeliverable,
-            buttons,
-            seen: Mutex::new(Seen { ids, log }),
-            sent: Mutex::new(sent),
+            seen: Mutex::new(ids),
+            seen_log,
+            sent,
+            offset: Cell::new(root, "offset"),
+            hold: Cell::new(root, "hold"),
+            recovered: Mutex::new(recovered),
         })
     }
 
-    /// Records which event the messages in `chat` showed.
+    /// Records, durably and before anything else happens, that Telegram
+    /// took parts of `ev` in `chat` as these messages: `(part, message_id)`.
+    /// After a crash the entry is finished from this record instead of
+    /// being sent again.
     pub fn record_sent(
         &self,
         chat: &str,
-        message_ids: &[i64],
+        parts: &[(usize, i64)],
         ev: &Event,
         now_ms: u64,
     ) -> Result<()> {
-        let mut buf = String::new();
-        for &message_id in message_ids {
-            let line = SentLine {
+        let lines: Vec<SentLine> = parts
+            .iter()
+            .map(|&(part, message_id)| SentLine {
                 at: now_ms,
                 chat: chat.to_string(),
                 message_id,
                 event_id: ev.event_id.clone(),
                 kind: ev.kind.clone(),
                 title: ev.title.clone(),
-            };
-            buf.push_str(&serde_json::to_string(&line).unwrap_or_default());
-            buf.push('\n');
+                part,
+            })
+            .collect();
+        self.sent.append(&lines)?;
+        if self.sent.due() {
+            // Months of running must not grow the log without bound.
+            let now = clock::now_ms();
+            if let Err(e) = self
+                .sent
+                .compact::<SentLine>(|l| clock::age_ms(l.at, now) < SENT_FOR_MS)
+            {
+                log::warn!("cannot compact sent.log (retried later): {e}");
+            }
         }
-        let mut f = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(buf.as_bytes())
-            .and_then(|_| f.sync_data())
-            .map_err(|e| Error::io(self.root.join("sent.log"), e))
+        Ok(())
+    }
+
+    /// Brings a queue entry up to date with the parts the sent log says
+    /// Telegram already took (a crash came before the entry was rewritten).
+    pub fn recover(&self, name: &str, item: &mut Item) {
+        let Some(mut parts) = self
+            .recovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+        else {
+            return;
+        };
+        parts.sort();
+        let mut ids = Vec::new();
+        for (i, (part, mid)) in parts.into_iter().enumerate() {
+            if part != i {
+                break;
+            }
+            ids.push(mid);
+        }
+        if ids.len() > item.parts_sent {
+            log::info!(
+                "event {} was sent to chat {} before a restart (message {:?}); not sending it again",
+                item.event.event_id,
+                item.chat,
+                ids
+            );
+            item.parts_sent = ids.len();
+            item.message_ids = ids;
+        }
     }
 
     /// The event a message of ours showed, if it was sent in the last 30
     /// days. Replies are rare, so this reads the log instead of keeping it
     /// in memory.
     pub fn event_of_message(&self, chat: &str, message_id: i64) -> Option<SentEvent> {
-        let _g = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        let text = fs::read_to_string(self.root.join("sent.log")).ok()?;
-        text.lines()
+        self.sent
+            .read::<SentLine>()
+            .into_iter()
             .rev()
-            .filter_map(|l| serde_json::from_str::<SentLine>(l).ok())
             .find(|l| l.chat == chat && l.message_id == message_id)
             .map(|l| SentEvent {
                 event_id: l.event_id,
@@ -280,26 +283,17 @@ impl Spool {
 
     /// The saved `getUpdates` offset (0 when none).
     pub fn offset(&self) -> i64 {
-        fs::read_to_string(self.root.join("offset"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        self.offset.get().unwrap_or(0)
     }
 
     pub fn set_offset(&self, offset: i64) -> Result<()> {
-        write_atomic(
-            &self.root,
-            "offset",
-            format!("{offset}\n").as_bytes(),
-            0o600,
-        )
+        self.offset.set(offset)
     }
 
     pub fn is_seen(&self, event_id: &str, now_ms: u64) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.ids
-            .get(event_id)
-            .is_some_and(|at| now_ms.saturating_sub(*at) < SEEN_FOR_MS)
+        seen.get(event_id)
+            .is_some_and(|at| clock::age_ms(*at, now_ms) < SEEN_FOR_MS)
     }
 
     /// Records accepted ids durably (one fsync for the whole batch).
@@ -307,147 +301,86 @@ impl Spool {
         if ids.is_empty() {
             return Ok(());
         }
+        let lines: Vec<SeenLine> = ids
+            .iter()
+            .map(|id| SeenLine {
+                at: now_ms,
+                id: id.clone(),
+            })
+            .collect();
+        self.seen_log.append(&lines)?;
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let mut buf = String::new();
         for id in ids {
-            buf.push_str(&seen_line(id, now_ms));
+            seen.insert(id.clone(), now_ms);
         }
-        let path = self.root.join("seen.log");
-        seen.log
-            .write_all(buf.as_bytes())
-            .and_then(|_| seen.log.sync_data())
-            .map_err(|e| Error::io(&path, e))?;
-        for id in ids {
-            seen.ids.insert(id.clone(), now_ms);
+        if self.seen_log.due() {
+            seen.retain(|_, at| clock::age_ms(*at, now_ms) < SEEN_FOR_MS);
+            if let Err(e) = self
+                .seen_log
+                .compact::<SeenLine>(|l| clock::age_ms(l.at, now_ms) < SEEN_FOR_MS)
+            {
+                log::warn!("cannot compact seen.log (retried later): {e}");
+            }
         }
         Ok(())
     }
 
     /// Writes (or rewrites) a queue entry, durably.
     pub fn put(&self, item: &Item) -> Result<()> {
-        write_atomic(&self.queue, &item.file_name(), &to_json(item), 0o600)
+        self.queue.put(&item.file_name(), item)
     }
 
     /// Writes a queue entry without syncing the directory; call
-    /// [`sync_dir`] on `queue` before relying on it.
+    /// `queue.sync()` before relying on it.
     pub fn put_unsynced(&self, item: &Item) -> Result<()> {
-        write_file(&self.queue, &item.file_name(), &to_json(item), 0o600)
+        self.queue.put_unsynced(&item.file_name(), item)
     }
 
     /// Removes a finished entry durably.
     pub fn remove(&self, name: &str) -> Result<()> {
-        let path = self.queue.join(name);
-        match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.queue),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(path, e)),
-        }
+        self.queue.remove(name)
     }
 
-    pub fn get(&self, name: &str) -> Result<Item> {
-        read_item(&self.queue.join(name))
+    /// A queue entry; `None` when it is gone or was damaged (moved aside).
+    pub fn get(&self, name: &str) -> Result<Option<Item>> {
+        self.queue.get(name)
     }
 
     /// Moves an entry Telegram refused for good out of the queue, keeping it
     /// for a person to look at.
     pub fn give_up(&self, item: &Item) -> Result<()> {
         let name = item.file_name();
-        write_atomic(&self.undeliverable, &name, &to_json(item), 0o600)?;
+        self.undeliverable.put(&name, item)?;
         self.remove(&name)
     }
 
-    /// Every queued entry, oldest first.
+    /// Every queued entry, oldest first; damaged ones are moved aside.
     pub fn pending(&self) -> Result<Vec<(String, Item)>> {
-        list_items(&self.queue)
+        let mut out = self.queue.load_all::<Item>()?;
+        out.sort_by_key(|(_, i)| i.seq);
+        Ok(out)
     }
 
     /// Unix ms before which nothing may be sent (Telegram's `retry_after`).
     pub fn hold(&self) -> u64 {
-        fs::read_to_string(self.root.join("hold"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        self.hold.get().unwrap_or(0)
     }
 
     pub fn set_hold(&self, until_ms: u64) -> Result<()> {
-        write_atomic(
-            &self.root,
-            "hold",
-            format!("{until_ms}\n").as_bytes(),
-            0o600,
-        )
+        self.hold.set(until_ms)
     }
 }
 
-/// Rewrites `sent.log` without entries older than 30 days (and without a
-/// line torn by a crash); returns it opened for appending.
-fn compact_sent(root: &Path, now_ms: u64) -> Result<File> {
-    let path = root.join("sent.log");
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(Error::io(&path, e)),
-    };
-    let mut keep = String::new();
-    for line in text.lines() {
-        if let Ok(l) = serde_json::from_str::<SentLine>(line) {
-            if now_ms.saturating_sub(l.at) < SENT_FOR_MS {
-                keep.push_str(line);
-                keep.push('\n');
-            }
-        }
-    }
-    write_atomic(root, "sent.log", keep.as_bytes(), 0o600)?;
-    OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))
-}
-
-fn seen_line(id: &str, at: u64) -> String {
-    let mut s = serde_json::to_string(&SeenLine { at, id: id.into() }).unwrap_or_default();
-    s.push('\n');
-    s
-}
-
-fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
-    // Serialising our own structs with string keys cannot fail.
-    serde_json::to_vec(v).unwrap_or_default()
-}
-
-fn read_item(path: &Path) -> Result<Item> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Json {
-        path: path.to_path_buf(),
-        source: e,
-    })
-}
-
-/// Reads every queue file, oldest first. A file that does not parse is
-/// moved aside (`NAME.damaged`), never trusted and never deleted.
-fn list_items(dir: &Path) -> Result<Vec<(String, Item)>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !name.ends_with(".json") {
-            continue;
-        }
-        match read_item(&entry.path()) {
-            Ok(item) => out.push((name, item)),
-            Err(e) => {
-                log::error!("{e}; moved aside as {name}.damaged");
-                let _ = fs::rename(entry.path(), dir.join(format!("{name}.damaged")));
-            }
-        }
-    }
-    out.sort_by_key(|(_, i)| i.seq);
-    Ok(out)
+/// An error that only says a record is missing.
+pub fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("cct-spool-{name}-{}", std::process::id()));
@@ -527,7 +460,22 @@ mod tests {
             .map(|(_, i)| i.event.event_id)
             .collect();
         assert_eq!(ids, ["b", "a"], "oldest first");
-        assert!(d.join("queue/zz.json.damaged").exists());
+        assert!(d.join("damaged/queue_zz.json").exists());
+        assert!(d.join("damaged/seen.log").exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_send_telegram_took_before_a_crash_is_not_sent_again() {
+        let d = tmp("recover");
+        let s = Spool::open(&d, 1000).unwrap();
+        let mut it = item("sent-then-crash", 1);
+        s.put(&it).unwrap();
+        s.record_sent("1", &[(0, 77)], &it.event, 1000).unwrap();
+        drop(s);
+        let s = Spool::open(&d, 1001).unwrap();
+        s.recover(&it.file_name(), &mut it);
+        assert_eq!((it.parts_sent, it.message_ids.clone()), (1, vec![77]));
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -80,6 +80,11 @@ pub struct Stats {
     pub webhooks_pending: AtomicU64,
     /// `getUpdates` answers 409: another program polls the same token.
     pub polling_conflict: AtomicBool,
+    /// Writes to `state_dir` that failed (a full disk, I/O errors); each
+    /// is retried.
+    pub state_write_errors: AtomicU64,
+    /// Unix ms of the latest of them (0: none).
+    pub state_error_ms: AtomicU64,
     /// Time of one `sendMessage` call.
     pub telegram_request: Histogram,
     /// From an event's acceptance to its delivery in a chat.
@@ -99,6 +104,12 @@ impl Stats {
 
     pub fn set(gauge: &AtomicU64, v: u64) {
         gauge.store(v, Ordering::Relaxed);
+    }
+
+    /// Counts a failed write to the state directory, for health.
+    pub fn state_error(&self) {
+        Stats::bump(&self.state_write_errors);
+        Stats::set(&self.state_error_ms, crate::clock::now_ms());
     }
 
     /// The Prometheus text exposition of everything here, plus the gauges

@@ -4,7 +4,9 @@
 //! epoll and costs no CPU. The watch is added before the start-up scan, so
 //! a file written during the scan is seen by one or the other (ingest
 //! ignores the second sighting). A queue overflow, or a batch the state
-//! directory could not take, triggers a full rescan.
+//! directory could not take, triggers a full rescan. Any error (the
+//! directory removed, a scan that fails) is logged and the watch is set up
+//! again after a backoff; it never ends the daemon.
 
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use smol::Async;
 
 use crate::error::{Error, Result};
 use crate::ingest::{is_candidate, Ingest, Seen};
+use crate::signals::Stop;
+use crate::telegram::send::backoff_up_to;
 
 /// How long to wait before retrying files the state directory refused.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -25,7 +29,38 @@ enum Batch {
     Rescan,
 }
 
-pub async fn run(ingest: Arc<Ingest>) -> Result<()> {
+/// Watches until `stop`; errors are waited out.
+pub async fn run(ingest: Arc<Ingest>, stop: Arc<Stop>) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let watched = async { Some(watch(&ingest).await) };
+        let stopped = async {
+            stop.wait().await;
+            None
+        };
+        match watched.or(stopped).await {
+            None => return Ok(()),
+            Some(Ok(())) => attempt = 0,
+            Some(Err(e)) => {
+                attempt += 1;
+                let wait = Duration::from_millis(backoff_up_to(attempt, 30_000));
+                log::error!(
+                    "watching the events directory failed, starting again in {:.1} s: {e}",
+                    wait.as_secs_f64()
+                );
+                let timer = async {
+                    smol::Timer::after(wait).await;
+                };
+                timer.or(stop.wait()).await;
+                if let Err(e) = crate::store::ensure_dir(&ingest.events_dir) {
+                    log::error!("{e}");
+                }
+            }
+        }
+    }
+}
+
+async fn watch(ingest: &Arc<Ingest>) -> Result<()> {
     let dir = ingest.events_dir.clone();
     let inotify = Inotify::init().map_err(|e| Error::io(&dir, e))?;
     inotify

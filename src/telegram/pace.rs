@@ -37,6 +37,14 @@ impl Pacer {
         }
     }
 
+    /// Takes new limits (a reload) for the sends that follow.
+    pub fn set_limits(&mut self, l: &Limits) {
+        let fresh = Pacer::new(l);
+        self.private_gap = fresh.private_gap;
+        self.group_gap = fresh.group_gap;
+        self.global_gap = fresh.global_gap;
+    }
+
     /// The earliest instant `chat` may be sent to (possibly in the past).
     pub fn ready_at(&self, chat: &str, now: Instant) -> Instant {
         let c = self.next_chat.get(chat).copied().unwrap_or(now);

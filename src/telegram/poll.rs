@@ -1,9 +1,12 @@
 //! The way back from Telegram: `getUpdates` long polling, button presses,
 //! messages, bot commands, and approvals that expire unanswered.
 //!
-//! Every answer that matters becomes a response file before the offset that
-//! confirms its update is saved, so a crash at any point neither loses an
-//! update nor (thanks to the update id in the file name) writes it twice.
+//! The hand-off of an answer: its `user_response` webhook record (named by
+//! the update id), then its response file (the update id is in the name),
+//! then the decision, then the offset that confirms the update. Each step
+//! is idempotent, so a crash at any point replays the update, which finds
+//! what was already written and writes only what is missing: nothing lost,
+//! nothing twice. A step that fails stops the update, which is tried again.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,21 +20,31 @@ use crate::approvals::{parse_callback, Approval, Approvals, Decision, Press};
 use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
+use crate::reload::Live;
 use crate::responses::Responses;
+use crate::signals::Stop;
 use crate::spool::Spool;
 use crate::stats::Stats;
 use crate::telegram::api::{chat_param, Api};
 use crate::telegram::render;
-use crate::telegram::send::backoff_ms;
+use crate::telegram::send::{backoff_up_to, clock_hint};
 use crate::webhook::deliver::Outbox;
 use crate::webhook::payload;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Polling is retried at least this often, whatever went wrong, so that it
+/// (and health) recover within a minute of the trouble ending.
+const MAX_POLL_WAIT_MS: u64 = 30_000;
+
+/// How long a press on a message we have not recorded yet (it can beat the
+/// sender's bookkeeping by a millisecond) is retried before it is refused.
+const UNRECORDED_PRESS_GRACE: Duration = Duration::from_secs(20);
+
 /// Counts a failed attempt and returns how long to wait before the next.
 fn next_wait(attempt: &mut u32) -> Duration {
     *attempt += 1;
-    Duration::from_millis(backoff_ms(*attempt))
+    Duration::from_millis(backoff_up_to(*attempt, MAX_POLL_WAIT_MS))
 }
 
 pub struct Poller {
@@ -40,11 +53,17 @@ pub struct Poller {
     pub approvals: Arc<Approvals>,
     pub responses: Arc<Responses>,
     pub outbox: Arc<Outbox>,
-    pub allowed_users: Vec<i64>,
-    pub mode: ParseMode,
-    pub poll_timeout: u64,
+    pub live: Arc<Live>,
     pub stats: Arc<Stats>,
     pub started: Instant,
+    pub stop: Arc<Stop>,
+    /// When a press on a not-yet-recorded message was first seen.
+    pub early_press: std::sync::Mutex<Option<(i64, Instant)>>,
+}
+
+/// The delivery id source of a `user_response` for a Telegram update.
+pub fn update_source(update_id: i64) -> String {
+    format!("update:{update_id}")
 }
 
 async fn call(
@@ -106,9 +125,13 @@ Press a button to answer an approval; write to me and your message is \
 recorded for the program that asked.\n\n/status: what the bridge is doing\n/help: this text";
 
 impl Poller {
+    fn mode(&self) -> ParseMode {
+        self.live.get().telegram.parse_mode
+    }
+
     /// Whether `from` is not in `allowed_users` (logged, with the user id).
     fn stranger(&self, from: &From, what: &str) -> bool {
-        let stranger = !self.allowed_users.contains(&from.id);
+        let stranger = !self.live.get().telegram.allowed_users.contains(&from.id);
         if stranger {
             log::warn!(
                 "{what} by user {} ({}), who is not in allowed_users: not authorized",
@@ -119,19 +142,33 @@ impl Poller {
         stranger
     }
 
-    /// Polls until a fatal error; network trouble and 409s are waited out.
+    /// Sleeps for `wait`, or less if the daemon is stopping.
+    async fn pause(&self, wait: Duration) {
+        let stopped = async { self.stop.wait().await };
+        async {
+            smol::Timer::after(wait).await;
+        }
+        .or(stopped)
+        .await;
+    }
+
+    /// Polls until the daemon stops; network trouble and 409s are waited out.
     pub async fn run(self) -> Result<()> {
         let mut attempt = 0;
         loop {
+            if self.stop.is_set() {
+                return Ok(());
+            }
             match call(&self.api, "deleteWebhook", json!({}), CALL_TIMEOUT).await {
                 Ok(_) => break,
                 Err(e) => {
                     let wait = next_wait(&mut attempt);
                     log::warn!(
-                        "deleteWebhook failed, retrying in {:.1} s: {e}",
-                        wait.as_secs_f64()
+                        "deleteWebhook failed, retrying in {:.1} s: {e}{}",
+                        wait.as_secs_f64(),
+                        clock_hint(&e)
                     );
-                    smol::Timer::after(wait).await;
+                    self.pause(wait).await;
                 }
             }
         }
@@ -145,24 +182,44 @@ impl Poller {
         }
         let mut offset = self.spool.offset();
         let mut attempt = 0;
-        let poll_wait = Duration::from_secs(self.poll_timeout + 15);
         loop {
+            if self.stop.is_set() {
+                return Ok(());
+            }
+            let poll_timeout = self.live.get().telegram.poll_timeout_seconds;
             let params = json!({
                 "offset": offset,
-                "timeout": self.poll_timeout,
+                "timeout": poll_timeout,
                 "allowed_updates": ["message", "callback_query"],
             });
-            let updates = match call(&self.api, "getUpdates", params, poll_wait).await {
-                Ok(Value::Array(u)) => {
+            let poll_wait = Duration::from_secs(poll_timeout + 15);
+            let polled = async { Some(call(&self.api, "getUpdates", params, poll_wait).await) };
+            let stopped = async {
+                self.stop.wait().await;
+                None
+            };
+            // A long poll is abandoned on stop: its updates are not
+            // confirmed, so Telegram sends them again.
+            let Some(polled) = polled.or(stopped).await else {
+                return Ok(());
+            };
+            let polled = match polled {
+                Ok(Value::Array(u)) => Ok(u),
+                Ok(other) => {
+                    let text: String = other.to_string().chars().take(200).collect();
+                    Err(Error::Transport(format!(
+                        "getUpdates answered something that is not a list of updates: {text}"
+                    )))
+                }
+                Err(e) => Err(e),
+            };
+            let updates = match polled {
+                Ok(u) => {
                     if self.stats.polling_conflict.swap(false, Ordering::Relaxed) {
                         log::info!("getUpdates works again; no other poller is in the way");
                     }
                     attempt = 0;
                     u
-                }
-                Ok(other) => {
-                    log::warn!("getUpdates answered something that is not a list: {other}");
-                    Vec::new()
                 }
                 Err(e) => {
                     let wait = next_wait(&mut attempt);
@@ -175,11 +232,12 @@ impl Poller {
                         );
                     } else {
                         log::warn!(
-                            "getUpdates failed, retrying in {:.1} s: {e}",
-                            wait.as_secs_f64()
+                            "getUpdates failed, retrying in {:.1} s: {e}{}",
+                            wait.as_secs_f64(),
+                            clock_hint(&e)
                         );
                     }
-                    smol::Timer::after(wait).await;
+                    self.pause(wait).await;
                     continue;
                 }
             };
@@ -210,11 +268,14 @@ impl Poller {
             if let Some(e) = failed {
                 // Unconfirmed updates come again: nothing is skipped.
                 let wait = next_wait(&mut attempt);
-                log::error!(
-                    "cannot record an answer, retrying in {:.1} s: {e}",
+                if matches!(e, Error::Io { .. }) {
+                    self.stats.state_error();
+                }
+                log::warn!(
+                    "an answer is not recorded yet, retrying in {:.1} s: {e}",
                     wait.as_secs_f64()
                 );
-                smol::Timer::after(wait).await;
+                self.pause(wait).await;
             }
         }
     }
@@ -264,6 +325,8 @@ impl Poller {
             return Ok(());
         }
         let data = q["data"].as_str().unwrap_or_default();
+        let chat = chat_key(&q["message"]["chat"]);
+        let message_id = q["message"]["message_id"].as_i64();
         let resolved = parse_callback(data).and_then(|(key, index, word)| {
             let a = self.approvals.get(&key).ok().flatten()?;
             let options = a.event.options();
@@ -274,9 +337,9 @@ impl Poller {
                     .find(|o| o.trim().eq_ignore_ascii_case(word))
                     .cloned(),
             }?;
-            Some((key, label))
+            Some((key, label, a))
         });
-        let Some((key, label)) = resolved else {
+        let Some((key, label, approval)) = resolved else {
             log::warn!(
                 "button press with unknown callback data {data:?} by {}",
                 from.name()
@@ -285,7 +348,25 @@ impl Poller {
                 .await;
             return Ok(());
         };
-        let message_id = q["message"]["message_id"].as_i64();
+        // Callback data is only trusted on the message that carries those
+        // buttons: data forged to name another approval decides nothing.
+        match message_id {
+            Some(mid) if self.shows(&approval, &chat, mid) => {}
+            Some(mid) if self.still_early(update_id) => {
+                return Err(Error::Failed(format!(
+                    "a press on message {mid} in chat {chat}, which is not recorded yet"
+                )));
+            }
+            _ => {
+                log::warn!(
+                    "button press by {} with callback data {data:?} on a message that does not carry it: ignored",
+                    from.name()
+                );
+                self.answer(query_id, "This button is no longer known.")
+                    .await;
+                return Ok(());
+            }
+        }
         let decision = Decision {
             option: Some(label.clone()),
             callback_data: Some(data.to_string()),
@@ -295,13 +376,28 @@ impl Poller {
             at: clock::now_ms(),
             update_id: Some(update_id),
         };
-        // The response file is written before the decision is recorded:
-        // a crash between the two replays this update, which finds its file
-        // (by update id) and records the same decision.
+        // The webhook and the response file are written before the decision
+        // is recorded: a crash in between replays this update, which finds
+        // them (by update id) and records the same decision.
         let mut answered = None;
         let press = self.approvals.decide(&key, decision, |a| {
-            // The person's spinner stops while the file is written.
+            // The person's spinner stops while the files are written.
             answered = Some(self.answer_now(query_id, &format!("Recorded: {label}")));
+            let answer = payload::Answer {
+                response_id: format!("resp_{update_id}"),
+                event_id: Some(&a.event.event_id),
+                message_id,
+                text: &label,
+                chat_id: &chat,
+                interaction: "callback_query",
+                callback_data: Some(data),
+            };
+            let original = payload::Original {
+                kind: Some(&a.event.kind),
+                title: Some(&a.event.title),
+                options: a.event.options(),
+            };
+            self.notify(update_id, Some(&from), &answer, &original)?;
             if !self.responses.is_handled(update_id) {
                 let body = json!({
                     "timestamp": clock::iso8601(clock::now_ms()),
@@ -325,36 +421,18 @@ impl Poller {
                     from.name(),
                     a.event.event_id
                 );
-                let chat = chat_key(&q["message"]["chat"]);
-                let answer = payload::Answer {
-                    response_id: format!("resp_{update_id}"),
-                    event_id: Some(&a.event.event_id),
-                    message_id,
-                    text: &label,
-                    chat_id: &chat,
-                    interaction: "callback_query",
-                    callback_data: Some(data),
-                };
-                let original = payload::Original {
-                    kind: Some(&a.event.kind),
-                    title: Some(&a.event.title),
-                    options: a.event.options(),
-                };
-                self.notify(&from, &answer, &original);
             }
             Ok(())
         })?;
         match press {
             Press::Decided(a) => {
-                // The pressed message may not be recorded yet (the press
-                // can beat the sender's bookkeeping); it is updated anyway.
+                // The pressed message may not be in the record yet (the
+                // press can beat the sender's bookkeeping); it is updated
+                // anyway.
                 let mut a = a;
-                if let (Some(chat), Some(mid)) = (
-                    Some(chat_key(&q["message"]["chat"])).filter(|c| !c.is_empty()),
-                    message_id,
-                ) {
+                if let Some(mid) = message_id.filter(|_| !chat.is_empty()) {
                     if !a.messages.contains(&(chat.clone(), mid)) {
-                        a.messages.push((chat, mid));
+                        a.messages.push((chat.clone(), mid));
                     }
                 }
                 if let Some(answered) = answered {
@@ -379,9 +457,31 @@ impl Poller {
         Ok(())
     }
 
+    /// Whether message `mid` in `chat` is one that shows approval `a`.
+    fn shows(&self, a: &Approval, chat: &str, mid: i64) -> bool {
+        a.messages.iter().any(|(c, m)| c == chat && *m == mid)
+            || self
+                .spool
+                .event_of_message(chat, mid)
+                .is_some_and(|e| e.event_id == a.event.event_id)
+    }
+
+    /// Whether update `id` has waited less than the grace for its message
+    /// to be recorded (starting the clock the first time it is asked).
+    fn still_early(&self, id: i64) -> bool {
+        let mut early = self.early_press.lock().unwrap_or_else(|p| p.into_inner());
+        match *early {
+            Some((seen, at)) if seen == id => at.elapsed() < UNRECORDED_PRESS_GRACE,
+            _ => {
+                *early = Some((id, Instant::now()));
+                true
+            }
+        }
+    }
+
     /// Removes the buttons from every copy of the approval and appends `note`.
     async fn show_outcome(&self, a: &Approval, note: &str) {
-        show_outcome(&self.api, self.mode, a, note).await
+        show_outcome(&self.api, self.mode(), a, note).await
     }
 
     async fn message(&self, update_id: i64, m: &Value) -> Result<()> {
@@ -416,31 +516,10 @@ impl Poller {
             }
             _ => {}
         }
-        if self.responses.is_handled(update_id) {
-            return Ok(());
-        }
-        let reply_to = m["reply_to_message"]["message_id"].as_i64();
-        let replied = reply_to.and_then(|r| self.spool.event_of_message(&chat_key(chat), r));
-        let event_id = replied.as_ref().map(|e| e.event_id.clone());
-        let body = json!({
-            "timestamp": clock::iso8601(clock::now_ms()),
-            "user_id": from.id,
-            "username": from.username,
-            "first_name": from.first_name,
-            "message_text": text,
-            "message_type": "text",
-            "response_type": "message",
-            "event_id": event_id,
-            "reply_to_message_id": reply_to,
-            "chat_id": chat_key(chat),
-            "update_id": update_id,
-        });
-        let name = self
-            .responses
-            .write("response", from.id, update_id, &body)?;
-        Stats::bump(&self.stats.responses_written);
-        log::info!("message from {} recorded as {name}", from.name());
         let chat_id = chat_key(chat);
+        let reply_to = m["reply_to_message"]["message_id"].as_i64();
+        let replied = reply_to.and_then(|r| self.spool.event_of_message(&chat_id, r));
+        let event_id = replied.as_ref().map(|e| e.event_id.clone());
         let answer = payload::Answer {
             response_id: format!("resp_{update_id}"),
             event_id: event_id.as_deref(),
@@ -455,25 +534,51 @@ impl Poller {
             title: replied.as_ref().map(|e| e.title.as_str()),
             options: Vec::new(),
         };
-        self.notify(&from, &answer, &original);
+        // Webhook record first, then the response file; both by update id.
+        self.notify(update_id, Some(&from), &answer, &original)?;
+        if self.responses.is_handled(update_id) {
+            return Ok(());
+        }
+        let body = json!({
+            "timestamp": clock::iso8601(clock::now_ms()),
+            "user_id": from.id,
+            "username": from.username,
+            "first_name": from.first_name,
+            "message_text": text,
+            "message_type": "text",
+            "response_type": "message",
+            "event_id": event_id,
+            "reply_to_message_id": reply_to,
+            "chat_id": chat_id,
+            "update_id": update_id,
+        });
+        let name = self
+            .responses
+            .write("response", from.id, update_id, &body)?;
+        Stats::bump(&self.stats.responses_written);
+        log::info!("message from {} recorded as {name}", from.name());
         Ok(())
     }
 
-    /// Queues the `user_response` webhook; the response file is already on disk.
-    fn notify(&self, from: &From, answer: &payload::Answer, original: &payload::Original) {
+    /// Queues the `user_response` webhook of update `update_id` (once,
+    /// however often the update is replayed).
+    fn notify(
+        &self,
+        update_id: i64,
+        from: Option<&From>,
+        answer: &payload::Answer,
+        original: &payload::Original,
+    ) -> Result<()> {
+        let user = from.map(From::user);
         let p = payload::user_response(
-            &from.user(),
+            user.as_ref(),
             answer,
             original,
             clock::now_ms(),
             &self.outbox.info(),
         );
-        if let Err(e) = self.outbox.enqueue("user_response", &p) {
-            log::error!(
-                "cannot queue the user_response webhook for {}: {e}",
-                answer.response_id
-            );
-        }
+        self.outbox
+            .enqueue("user_response", &update_source(update_id), &p)
     }
 
     fn status_text(&self) -> String {
@@ -565,19 +670,36 @@ pub async fn show_outcome(api: &Arc<Api>, mode: ParseMode, a: &Approval, note: &
     }
 }
 
+/// The delivery id source of the `user_response` an expiry sends.
+pub fn expiry_source(event_id: &str) -> String {
+    format!("expired:{event_id}")
+}
+
 /// Expires approvals whose `timeout_minutes` passed without a press. `wake`
-/// brings news of a new expiry time.
+/// brings news of a new expiry time. The hand-off: the `user_response`
+/// webhook, the expired response file, then the decision; a step that
+/// fails is retried with backoff, and the task never ends but on `stop`.
 pub async fn expire(
     api: Arc<Api>,
     approvals: Arc<Approvals>,
     responses: Arc<Responses>,
-    mode: ParseMode,
+    outbox: Arc<Outbox>,
+    live: Arc<Live>,
     wake: Receiver<()>,
+    stop: Arc<Stop>,
 ) -> Result<()> {
+    let mut attempt = 0;
     loop {
+        if stop.is_set() {
+            return Ok(());
+        }
         let now = clock::now_ms();
-        let due = approvals.expiries()?;
-        for (_, key) in due.iter().take_while(|(at, _)| *at <= now) {
+        let mut failed = None;
+        let due = approvals.expiries(now).unwrap_or_else(|e| {
+            failed = Some(e);
+            Vec::new()
+        });
+        for (_, key) in due.iter().take_while(|(left, _)| *left == 0) {
             let d = Decision {
                 option: None,
                 callback_data: None,
@@ -587,8 +709,6 @@ pub async fn expire(
                 at: now,
                 update_id: None,
             };
-            // The expired response file is written before the expiry is
-            // recorded: a crash in between expires it again at start-up.
             let decided = approvals.decide(key, d, |a| {
                 let minutes = a
                     .event
@@ -596,6 +716,23 @@ pub async fn expire(
                     .get("timeout_minutes")
                     .and_then(Value::as_f64)
                     .unwrap_or(0.0);
+                let first = a.messages.first();
+                let answer = payload::Answer {
+                    response_id: format!("resp_expired_{key}"),
+                    event_id: Some(&a.event.event_id),
+                    message_id: first.map(|m| m.1),
+                    text: "",
+                    chat_id: first.map(|m| m.0.as_str()).unwrap_or(""),
+                    interaction: "expired",
+                    callback_data: None,
+                };
+                let original = payload::Original {
+                    kind: Some(&a.event.kind),
+                    title: Some(&a.event.title),
+                    options: a.event.options(),
+                };
+                let p = payload::user_response(None, &answer, &original, now, &outbox.info());
+                outbox.enqueue("user_response", &expiry_source(&a.event.event_id), &p)?;
                 let body = json!({
                     "timestamp": clock::iso8601(now),
                     "response_type": "expired",
@@ -603,40 +740,54 @@ pub async fn expire(
                     "task_id": a.event.task_id,
                     "option": null,
                     "callback_data": null,
-                    "original_message_id": a.messages.first().map(|m| m.1),
+                    "original_message_id": first.map(|m| m.1),
                     "timeout_minutes": minutes,
                 });
-                let name = responses.write_expired(key, &body)?;
-                log::info!(
-                    "approval {} expired unanswered; wrote {name}",
-                    a.event.event_id
-                );
+                if let Some(name) = responses.write_expired(key, &body)? {
+                    log::info!(
+                        "approval {} expired unanswered; wrote {name}",
+                        a.event.event_id
+                    );
+                }
                 Ok(())
-            })?;
-            let Press::Decided(a) = decided else {
-                continue;
-            };
-            show_outcome(&api, mode, &a, &decision_note(&a)).await;
-        }
-        let next = due.iter().map(|(at, _)| *at).find(|at| *at > now);
-        match next {
-            Some(at) => {
-                let timer = async {
-                    smol::Timer::after(Duration::from_millis(at - now)).await;
-                };
-                let woke = async {
-                    if wake.recv().await.is_err() {
-                        // Nobody can announce expiries any more: just wait.
-                        std::future::pending::<()>().await;
-                    }
-                };
-                timer.or(woke).await;
-            }
-            None => {
-                if wake.recv().await.is_err() {
-                    return Ok(());
+            });
+            match decided {
+                Ok(Press::Decided(a)) => {
+                    show_outcome(&api, live.get().telegram.parse_mode, &a, &decision_note(&a)).await
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
             }
         }
+        let wait = match failed {
+            Some(e) => {
+                let wait = next_wait(&mut attempt);
+                log::error!(
+                    "cannot record an expiry, retrying in {:.1} s: {e}",
+                    wait.as_secs_f64()
+                );
+                wait
+            }
+            None => {
+                attempt = 0;
+                // Looked at again at least hourly, so a clock set meanwhile
+                // is noticed.
+                let next = due.iter().map(|(left, _)| *left).find(|l| *l > 0);
+                Duration::from_millis(next.unwrap_or(3_600_000).min(3_600_000))
+            }
+        };
+        let timer = async {
+            smol::Timer::after(wait).await;
+        };
+        let woke = async {
+            if wake.recv().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let stopped = async { stop.wait().await };
+        timer.or(woke).or(stopped).await;
     }
 }

@@ -5,8 +5,13 @@
 //! in the order they were accepted, paces them by `[limits]`, and turns
 //! every failure into data on disk: a `not_before` for retries, the `hold`
 //! file for Telegram's 429 `retry_after`, `undeliverable/` for refusals.
-//! A message repeats only if the process dies between Telegram's answer and
-//! the rewrite of its queue entry.
+//!
+//! The hand-off after Telegram answers: the sent record goes to disk before
+//! anything else, then the button record and the `event_processed` webhook,
+//! then the queue entry is retired. Each step is idempotent, and a step
+//! that fails (a full disk) stops the hand-off, which is retried with
+//! backoff; the message is never sent again for it. A message repeats only
+//! if the process dies between Telegram's answer and the sent record.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -20,6 +25,8 @@ use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
 use crate::ingest::{Durable, Queued};
+use crate::reload::Live;
+use crate::signals::Stop;
 use crate::spool::{Item, Spool};
 use crate::stats::Stats;
 use crate::telegram::api::Api;
@@ -32,12 +39,23 @@ use crate::webhook::payload::{self, Status};
 /// Retries of one entry back off from 1 s up to this, with jitter.
 const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
 
+/// The longest `retry_after` obeyed. Telegram asks for seconds to hours;
+/// more than a day is not a rate limit but a broken answer.
+pub const MAX_RETRY_AFTER_S: u64 = 24 * 3600;
+
 struct Pending {
     name: String,
     seq: u64,
     not_before: u64,
     /// The entry, when ingest handed it over before it was on disk.
     early: Option<(Item, Arc<Durable>)>,
+    /// The entry as it stands after Telegram took parts of it, while its
+    /// hand-off waits to be retried (it is not sent again).
+    item: Option<Item>,
+    /// Parts Telegram took that are not yet in the sent log.
+    unrecorded: Vec<(usize, i64)>,
+    /// Failed hand-off steps in a row, for the backoff.
+    stalls: u32,
 }
 
 pub struct Sender {
@@ -45,6 +63,8 @@ pub struct Sender {
     spool: Arc<Spool>,
     approvals: Arc<Approvals>,
     outbox: Arc<Outbox>,
+    live: Arc<Live>,
+    generation: u64,
     /// Tells the expiry timer that an approval now has a deadline.
     expiries: smol::channel::Sender<()>,
     pacer: Pacer,
@@ -60,18 +80,28 @@ enum Wake {
     New(Vec<Queued>),
     Closed,
     Timer,
+    Stop,
 }
 
 /// Exponential backoff with jitter: 1 s, 2 s, 4 s ... up to five minutes,
 /// each scaled by a random factor in [0.5, 1.0) so that many waiting
 /// senders do not return in step.
 pub fn backoff_ms(attempts: u32) -> u64 {
+    backoff_up_to(attempts, MAX_BACKOFF_MS)
+}
+
+/// [`backoff_ms`] with another ceiling.
+pub fn backoff_up_to(attempts: u32, max_ms: u64) -> u64 {
     let base = 1000u64.saturating_mul(1 << attempts.saturating_sub(1).min(20));
-    let base = base.min(MAX_BACKOFF_MS);
-    let mut r = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+    let base = base.min(max_ms);
+    let r: [u8; 2] = crate::store::random_bytes();
     let f = 0.5 + f64::from(u16::from_le_bytes(r)) / 131_072.0;
     (base as f64 * f) as u64
+}
+
+/// The delivery id source of an `event_processed` report.
+pub fn processed_source(event_id: &str, chat: &str, status: Status) -> String {
+    format!("{event_id}\0{chat}\0{}", status.name())
 }
 
 impl Sender {
@@ -81,20 +111,29 @@ impl Sender {
         spool: Arc<Spool>,
         approvals: Arc<Approvals>,
         outbox: Arc<Outbox>,
+        live: Arc<Live>,
         expiries: smol::channel::Sender<()>,
-        pacer: Pacer,
-        mode: ParseMode,
         stats: Arc<Stats>,
     ) -> Result<Sender> {
+        let cfg = live.get();
+        let mut hold_until = spool.hold();
+        // A hold from a clock that was wrong (or a damaged file) must not
+        // stop sending for decades.
+        let now = clock::now_ms();
+        if hold_until > now + MAX_RETRY_AFTER_S * 1000 {
+            hold_until = 0;
+        }
         let mut s = Sender {
-            hold_until: spool.hold(),
+            hold_until,
+            generation: live.generation(),
+            pacer: Pacer::new(&cfg.limits),
+            mode: cfg.telegram.parse_mode,
             api,
             spool,
             approvals,
             outbox,
+            live,
             expiries,
-            pacer,
-            mode,
             chats: HashMap::new(),
             known: HashSet::new(),
             stats,
@@ -122,6 +161,9 @@ impl Sender {
                 seq: q.seq,
                 not_before: q.not_before,
                 early: q.early,
+                item: None,
+                unrecorded: Vec::new(),
+                stalls: 0,
             };
             let at = list.partition_point(|x| x.seq < p.seq);
             list.insert(at, p);
@@ -145,7 +187,10 @@ impl Sender {
             .filter_map(|(chat, list)| {
                 let head = list.front()?;
                 let wall = Duration::from_millis(
-                    head.not_before.max(self.hold_until).saturating_sub(now_ms),
+                    head.not_before
+                        .max(self.hold_until)
+                        .saturating_sub(now_ms)
+                        .min(MAX_RETRY_AFTER_S * 1000),
                 );
                 let paced = self
                     .pacer
@@ -156,11 +201,38 @@ impl Sender {
             .min_by_key(|(_, wait)| *wait)
     }
 
-    pub async fn run(mut self, rx: Receiver<Vec<Queued>>) -> Result<()> {
+    /// Applies a reloaded configuration to what is sent next.
+    fn follow_config(&mut self) {
+        let g = self.live.generation();
+        if g != self.generation {
+            self.generation = g;
+            let cfg = self.live.get();
+            self.pacer.set_limits(&cfg.limits);
+            self.mode = cfg.telegram.parse_mode;
+        }
+    }
+
+    /// Sends until the channel closes or `stop` is set; a send in flight
+    /// is finished and recorded first.
+    pub async fn run(mut self, rx: Receiver<Vec<Queued>>, stop: Arc<Stop>) -> Result<()> {
         loop {
+            if stop.is_set() {
+                return Ok(());
+            }
+            self.follow_config();
             while let Ok(batch) = rx.try_recv() {
                 self.add(batch);
             }
+            let recv = async {
+                match rx.recv().await {
+                    Ok(b) => Wake::New(b),
+                    Err(_) => Wake::Closed,
+                }
+            };
+            let stopped = async {
+                stop.wait().await;
+                Wake::Stop
+            };
             let wake = match self.next_due() {
                 Some((chat, wait)) if wait.is_zero() => {
                     self.send_head(&chat).await;
@@ -171,23 +243,14 @@ impl Sender {
                         smol::Timer::after(wait).await;
                         Wake::Timer
                     };
-                    let recv = async {
-                        match rx.recv().await {
-                            Ok(b) => Wake::New(b),
-                            Err(_) => Wake::Closed,
-                        }
-                    };
-                    timer.or(recv).await
+                    timer.or(recv).or(stopped).await
                 }
-                None => match rx.recv().await {
-                    Ok(b) => Wake::New(b),
-                    Err(_) => Wake::Closed,
-                },
+                None => recv.or(stopped).await,
             };
             match wake {
                 Wake::New(b) => self.add(b),
                 Wake::Timer => {}
-                Wake::Closed => return Ok(()),
+                Wake::Closed | Wake::Stop => return Ok(()),
             }
         }
     }
@@ -204,6 +267,38 @@ impl Sender {
         self.update_backlog();
     }
 
+    /// Keeps the head of `chat` with what is known of it, to take up again
+    /// after a backoff: a hand-off step failed.
+    fn stall(&mut self, chat: &str, item: Option<Item>, unrecorded: Vec<(usize, i64)>, e: &Error) {
+        self.stats.state_error();
+        let Some(p) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) else {
+            return;
+        };
+        p.stalls += 1;
+        let wait = backoff_up_to(p.stalls, 30_000);
+        let what = match &item {
+            Some(i) if i.parts_sent > 0 => format!(
+                "event {} was sent to chat {chat} but its delivery cannot be recorded; retrying in {:.1} s (it is not sent again)",
+                i.event.event_id,
+                wait as f64 / 1000.0
+            ),
+            Some(i) => format!(
+                "event {} for chat {chat}: cannot record its outcome, retrying in {:.1} s",
+                i.event.event_id,
+                wait as f64 / 1000.0
+            ),
+            None => format!(
+                "queue entry {} cannot be read, retrying in {:.1} s",
+                p.name,
+                wait as f64 / 1000.0
+            ),
+        };
+        log::error!("{what}: {e}");
+        p.not_before = clock::now_ms() + wait;
+        p.item = item;
+        p.unrecorded = unrecorded;
+    }
+
     /// Sends the next part of `chat`'s oldest entry and records the outcome.
     async fn send_head(&mut self, chat: &str) {
         let Some(front) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) else {
@@ -211,21 +306,37 @@ impl Sender {
         };
         let name = front.name.clone();
         let early = front.early.take();
-        let loaded = match &early {
-            Some((item, _)) => Ok(item.clone()),
-            None => self.spool.get(&name),
+        let kept = front.item.take();
+        let mut unrecorded = std::mem::take(&mut front.unrecorded);
+        let loaded = match (kept, &early) {
+            (Some(item), _) => Ok(Some(item)),
+            (None, Some((item, _))) => Ok(Some(item.clone())),
+            (None, None) => self.spool.get(&name).map(|found| {
+                found.map(|mut item| {
+                    self.spool.recover(&name, &mut item);
+                    item
+                })
+            }),
         };
         let mut item = match loaded {
-            Ok(i) => i,
-            Err(e) => {
-                if !matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
-                {
-                    log::error!("queue entry {name} cannot be read, skipped: {e}");
-                }
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                // Gone (or damaged, and moved aside with a log line).
                 self.pop(chat);
                 return;
             }
+            Err(e) => {
+                self.stall(chat, None, Vec::new(), &e);
+                return;
+            }
         };
+        if !unrecorded.is_empty() {
+            if let Err(e) = self.record(chat, &item, &unrecorded) {
+                self.stall(chat, Some(item), unrecorded, &e);
+                return;
+            }
+            unrecorded.clear();
+        }
         let mode = if item.plain {
             ParseMode::Plain
         } else {
@@ -233,9 +344,7 @@ impl Sender {
         };
         let parts = render::render(&item.event, mode);
         let Some(part) = parts.get(item.parts_sent).cloned() else {
-            if let Some(a) = self.finish(chat, &name, &item) {
-                show_outcome(&self.api, self.mode, &a, &decision_note(&a)).await;
-            }
+            self.finish(chat, &name, item).await;
             return;
         };
         self.pacer.sent(chat, Instant::now());
@@ -257,15 +366,24 @@ impl Sender {
         }
         match result {
             Ok(message_id) => {
+                let part = (item.parts_sent, message_id);
                 item.parts_sent += 1;
                 item.message_ids.push(message_id);
                 Stats::bump(&self.stats.messages_sent);
+                // Telegram's answer goes to disk before anything else.
+                if let Err(e) = self.record(chat, &item, &[part]) {
+                    self.stall(chat, Some(item), vec![part], &e);
+                    return;
+                }
                 if item.parts_sent >= parts.len() {
-                    if let Some(a) = self.finish(chat, &name, &item) {
-                        show_outcome(&self.api, self.mode, &a, &decision_note(&a)).await;
+                    self.finish(chat, &name, item).await;
+                } else {
+                    // The sent log already has it; this only saves a
+                    // look-up after a restart.
+                    let _ = self.spool.put(&item);
+                    if let Some(p) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) {
+                        p.item = Some(item);
                     }
-                } else if let Err(e) = self.spool.put(&item) {
-                    log::error!("cannot record progress of {name}: {e}");
                 }
             }
             Err(e) if e.is_bad_entities() && !item.plain => {
@@ -281,23 +399,25 @@ impl Sender {
                 retry_after,
                 ..
             }) => {
-                let secs = retry_after.unwrap_or(5);
+                let secs = retry_after.unwrap_or(5).min(MAX_RETRY_AFTER_S);
                 self.hold_until = clock::now_ms() + secs * 1000;
                 Stats::bump(&self.stats.send_retries);
-                if !item.pending_notified {
-                    self.notify(
+                if !item.pending_notified
+                    && self.notify(
                         chat,
                         &item,
                         Status::Pending,
                         Some("Telegram rate limit (429)"),
-                    );
+                    )
+                {
                     item.pending_notified = true;
                     if let Err(e) = self.spool.put(&item) {
-                        log::error!("cannot record progress of {name}: {e}");
+                        log::warn!("cannot record progress of {name}: {e}");
                     }
                 }
                 if let Err(e) = self.spool.set_hold(self.hold_until) {
-                    log::error!("cannot record the hold: {e}");
+                    self.stats.state_error();
+                    log::warn!("cannot record the hold on disk (it holds in memory): {e}");
                 }
                 log::warn!(
                     "Telegram asks to wait {secs} s (429 Too Many Requests); all sends held"
@@ -307,14 +427,16 @@ impl Sender {
                 item.attempts += 1;
                 let wait = backoff_ms(item.attempts);
                 log::warn!(
-                    "send of event {} to chat {chat} failed (attempt {}), retrying in {:.1} s: {e}",
+                    "send of event {} to chat {chat} failed (attempt {}), retrying in {:.1} s: {e}{}",
                     item.event.event_id,
                     item.attempts,
-                    wait as f64 / 1000.0
+                    wait as f64 / 1000.0,
+                    clock_hint(&e)
                 );
                 Stats::bump(&self.stats.send_retries);
-                if !item.pending_notified {
-                    self.notify(chat, &item, Status::Pending, Some(&e.to_string()));
+                if !item.pending_notified
+                    && self.notify(chat, &item, Status::Pending, Some(&e.to_string()))
+                {
                     item.pending_notified = true;
                 }
                 self.save_retry(chat, &name, &mut item, wait, e);
@@ -325,19 +447,28 @@ impl Sender {
                     item.event.event_id
                 );
                 item.last_error = Some(e.to_string());
-                Stats::bump(&self.stats.send_failures);
-                self.notify(chat, &item, Status::Failed, Some(&e.to_string()));
-                if let Err(e) = self.spool.give_up(&item) {
-                    log::error!("cannot move {name} to undeliverable/: {e}");
+                if !self.notify(chat, &item, Status::Failed, Some(&e.to_string())) {
+                    self.stall(chat, Some(item), Vec::new(), &e);
                     return;
                 }
+                if let Err(e) = self.spool.give_up(&item) {
+                    self.stall(chat, Some(item), Vec::new(), &e);
+                    return;
+                }
+                Stats::bump(&self.stats.send_failures);
                 self.pop(chat);
             }
         }
     }
 
-    /// Queues an `event_processed` webhook for `item` in `chat`.
-    fn notify(&self, chat: &str, item: &Item, status: Status, error: Option<&str>) {
+    fn record(&self, chat: &str, item: &Item, parts: &[(usize, i64)]) -> Result<()> {
+        self.spool
+            .record_sent(chat, parts, &item.event, clock::now_ms())
+    }
+
+    /// Queues an `event_processed` webhook for `item` in `chat`; false if
+    /// it could not be written (the caller retries the hand-off).
+    fn notify(&self, chat: &str, item: &Item, status: Status, error: Option<&str>) -> bool {
         let payload = payload::event_processed(
             &item.event,
             chat,
@@ -347,11 +478,17 @@ impl Sender {
             clock::now_ms(),
             &self.outbox.info(),
         );
-        if let Err(e) = self.outbox.enqueue("event_processed", &payload) {
-            log::error!(
-                "cannot queue the event_processed webhook for {}: {e}",
-                item.event.event_id
-            );
+        let source = processed_source(&item.event.event_id, chat, status);
+        match self.outbox.enqueue("event_processed", &source, &payload) {
+            Ok(()) => true,
+            Err(e) => {
+                self.stats.state_error();
+                log::error!(
+                    "cannot queue the event_processed webhook for {} (retried): {e}",
+                    item.event.event_id
+                );
+                false
+            }
         }
     }
 
@@ -359,64 +496,79 @@ impl Sender {
         item.not_before = clock::now_ms() + wait_ms;
         item.last_error = Some(e.to_string());
         if let Err(e) = self.spool.put(item) {
-            log::error!("cannot record retry of {name}: {e}");
+            // The retry time holds in memory; on disk the entry keeps its
+            // older one, which only makes it due sooner after a restart.
+            self.stats.state_error();
+            log::warn!("cannot record retry of {name}: {e}");
         }
         if let Some(p) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) {
             p.not_before = item.not_before;
         }
     }
 
-    /// Records a delivered entry. Returns the approval this message belongs
-    /// to if it was decided before the message was recorded, so the caller
-    /// removes its buttons.
-    fn finish(&mut self, chat: &str, name: &str, item: &Item) -> Option<Approval> {
+    /// The hand-off of a delivered entry: button record, webhook, then the
+    /// queue entry goes. A failed step keeps the entry to try again.
+    async fn finish(&mut self, chat: &str, name: &str, item: Item) {
+        match self.finish_steps(chat, name, &item) {
+            Ok(decided) => {
+                Stats::bump(&self.stats.events_delivered);
+                if item.accepted_ms > 0 {
+                    let ms = clock::age_ms(item.accepted_ms, clock::now_ms());
+                    self.stats.event_delivery.observe(Duration::from_millis(ms));
+                }
+                log::info!(
+                    "delivered {} to chat {chat} as message {:?}",
+                    item.event.event_id,
+                    item.message_ids
+                );
+                self.pop(chat);
+                if let Some(a) = decided {
+                    show_outcome(&self.api, self.mode, &a, &decision_note(&a)).await;
+                }
+            }
+            Err(e) => self.stall(chat, Some(item), Vec::new(), &e),
+        }
+    }
+
+    /// Returns the approval this message belongs to if it was decided
+    /// before the message was recorded, so the caller removes its buttons.
+    fn finish_steps(&mut self, chat: &str, name: &str, item: &Item) -> Result<Option<Approval>> {
         let now = clock::now_ms();
         let mut decided = None;
-        if let Err(e) = self
-            .spool
-            .record_sent(chat, &item.message_ids, &item.event, now)
-        {
-            log::error!(
-                "cannot record which event messages {:?} show: {e}",
-                item.message_ids
-            );
-        }
         if item.event.is_approval() {
             // The buttons are on the last part.
             if let Some(&last) = item.message_ids.last() {
-                match self.approvals.delivered(&item.event, chat, last, now) {
-                    Ok(d) => {
-                        if d.expires_at.is_some() {
-                            let _ = self.expiries.try_send(());
-                        }
-                        if let Some(mut a) = d.decided {
-                            a.messages = vec![(chat.to_string(), last)];
-                            decided = Some(a);
-                        }
-                    }
-                    Err(e) => {
-                        log::error!("cannot record the buttons of {}: {e}", item.event.event_id)
-                    }
+                let d = self.approvals.delivered(&item.event, chat, last, now)?;
+                if d.expires_at.is_some() {
+                    let _ = self.expiries.try_send(());
+                }
+                if let Some(mut a) = d.decided {
+                    a.messages = vec![(chat.to_string(), last)];
+                    decided = Some(a);
                 }
             }
         }
-        // Queued before the entry goes: a crash in between repeats the
-        // webhook (at least once), never loses it.
-        self.notify(chat, item, Status::Delivered, None);
-        if let Err(e) = self.spool.remove(name) {
-            log::error!("cannot remove finished entry {name}: {e}");
-        }
-        Stats::bump(&self.stats.events_delivered);
-        if item.accepted_ms > 0 {
-            let ms = clock::now_ms().saturating_sub(item.accepted_ms);
-            self.stats.event_delivery.observe(Duration::from_millis(ms));
-        }
-        log::info!(
-            "delivered {} to chat {chat} as message {:?}",
-            item.event.event_id,
-            item.message_ids
+        let payload = payload::event_processed(
+            &item.event,
+            chat,
+            Status::Delivered,
+            item.message_ids.last().copied(),
+            None,
+            now,
+            &self.outbox.info(),
         );
-        self.pop(chat);
-        decided
+        let source = processed_source(&item.event.event_id, chat, Status::Delivered);
+        self.outbox.enqueue("event_processed", &source, &payload)?;
+        self.spool.remove(name)?;
+        Ok(decided)
+    }
+}
+
+/// Why TLS may fail on a device that has no real-time clock.
+pub fn clock_hint(e: &Error) -> &'static str {
+    if matches!(e, Error::Transport(_)) && !clock::plausible(clock::now_ms()) {
+        " (the system clock reads a date before 2026, so certificates cannot be checked until NTP sets it; retrying)"
+    } else {
+        ""
     }
 }

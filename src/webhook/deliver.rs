@@ -9,8 +9,7 @@
 //! that fails for good moves to `state_dir/dead/` with its last error.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,14 +22,26 @@ use smol::future::FutureExt as _;
 use crate::clock;
 use crate::config::Webhook as Config;
 use crate::error::{Error, Result};
-use crate::spool;
+use crate::reload::Live;
+use crate::signals::Stop;
 use crate::stats::Stats;
+use crate::store::{self, Records};
 use crate::webhook::payload::{to_js_json, BridgeInfo};
 use crate::webhook::sign;
+
+/// The longest `Retry-After` honoured; a receiver asking for more is
+/// retried after an hour.
+pub const MAX_RETRY_AFTER_S: u64 = 3600;
+
+/// How long a delivery waits after the outbox could not record its outcome
+/// (a full disk) before it is tried again.
+const SETTLE_RETRY_MS: u64 = 5000;
 
 /// One webhook delivery to one endpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
+    /// Derived from what the delivery reports ([`delivery_id`]), so the same
+    /// report queued again after a crash carries the same id.
     pub id: String,
     /// `event_processed`, `user_response` or `health_update`.
     pub kind: String,
@@ -131,11 +142,28 @@ fn jitter() -> f64 {
     f64::from(u16::from_le_bytes(b)) / 32_768.0 - 1.0
 }
 
-fn new_delivery_id() -> String {
-    let mut b = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("msg_{hex}")
+/// The delivery id (`X-CCTelegram-Delivery`, `webhook-id`) of a report:
+/// `kind` and `source`, what it reports (event, chat and status; the
+/// Telegram update; the approval that expired).
+pub fn delivery_id(kind: &str, source: &str) -> String {
+    format!(
+        "msg_{}",
+        &store::digest(&[kind.as_bytes(), b"\0", source.as_bytes()])[..24]
+    )
+}
+
+impl Delivery {
+    /// The record's name: one delivery id goes to several endpoints.
+    pub fn file_name(&self) -> String {
+        record_name(&self.id, &self.endpoint)
+    }
+}
+
+fn record_name(id: &str, endpoint: &str) -> String {
+    format!(
+        "{}.json",
+        &store::digest(&[id.as_bytes(), b"\0", endpoint.as_bytes()])[..32]
+    )
 }
 
 /// Sends one attempt; blocking. `retry` is the number of earlier attempts.
@@ -182,7 +210,8 @@ pub fn attempt(
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| s.min(MAX_RETRY_AFTER_S));
             let text = resp
                 .body_mut()
                 .with_config()
@@ -204,7 +233,7 @@ pub fn attempt(
     }
 }
 
-/// One endpoint's deliveries: waiting ones by (not_before, seq, id), and
+/// One endpoint's deliveries: waiting ones by (not_before, seq, name), and
 /// how many are on their way.
 #[derive(Default)]
 struct Lane {
@@ -214,7 +243,7 @@ struct Lane {
     seqs: HashMap<String, u64>,
 }
 
-/// What the worker keeps in memory per delivery.
+/// What the worker keeps in memory per delivery (keyed by record name).
 struct Meta {
     endpoint: String,
     not_before: u64,
@@ -223,9 +252,9 @@ struct Meta {
 
 /// The outbox: accepts payloads, and (through [`Outbox::run`]) delivers them.
 pub struct Outbox {
-    dir: PathBuf,
-    dead: PathBuf,
-    cfg: Config,
+    records: Records,
+    dead: Records,
+    live: Arc<Live>,
     started: Instant,
     seq: AtomicU64,
     tx: Sender<(String, Meta)>,
@@ -238,19 +267,20 @@ pub struct Outbox {
 impl Outbox {
     pub fn open(
         state_dir: &Path,
-        cfg: &Config,
+        live: Arc<Live>,
         started: Instant,
         stats: Arc<Stats>,
     ) -> Result<Outbox> {
-        let dir = state_dir.join("outbox");
-        let dead = state_dir.join("dead");
-        spool::ensure_dir(&dir)?;
-        spool::ensure_dir(&dead)?;
+        let records = Records::open(state_dir, "outbox")?;
+        let dead = Records::open(state_dir, "dead")?;
+        // Damaged dead letters go to damaged/ now rather than trip up
+        // `dlq` later.
+        let _ = dead.load_all::<Delivery>()?;
         let (tx, rx) = smol::channel::unbounded();
         Ok(Outbox {
-            dir,
+            records,
             dead,
-            cfg: cfg.clone(),
+            live,
             started,
             seq: AtomicU64::new(0),
             tx,
@@ -260,9 +290,14 @@ impl Outbox {
         })
     }
 
+    fn cfg(&self) -> Config {
+        self.live.get().webhook.clone()
+    }
+
     /// Whether any payload can go anywhere.
     pub fn active(&self) -> bool {
-        self.cfg.enabled && !self.cfg.endpoints.is_empty()
+        let c = self.live.get();
+        c.webhook.enabled && !c.webhook.endpoints.is_empty()
     }
 
     pub fn info(&self) -> BridgeInfo {
@@ -271,20 +306,43 @@ impl Outbox {
         }
     }
 
+    /// Sends to every endpoint again, including those disabled by 410
+    /// (after a reload of the configuration).
+    pub fn enable_all(&self) {
+        let was: Vec<String> = self
+            .disabled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for e in was {
+            log::info!("webhooks to {e} are enabled again (configuration reloaded)");
+        }
+    }
+
     /// Puts `payload` on disk for every endpoint that takes its type, then
-    /// hands it to the worker.
-    pub fn enqueue(&self, kind: &str, payload: &Value) -> Result<()> {
-        if !self.active() {
+    /// hands it to the worker. `source` names what it reports; a report
+    /// already queued (or dead) for an endpoint is not queued again, so a
+    /// hand-off replayed after a crash neither skips nor doubles it.
+    pub fn enqueue(&self, kind: &str, source: &str, payload: &Value) -> Result<()> {
+        let c = self.live.get();
+        let w = &c.webhook;
+        if !w.enabled {
             return Ok(());
         }
-        let body = to_js_json(payload);
+        let id = delivery_id(kind, source);
+        let mut body = None;
         let now = clock::now_ms();
-        for endpoint in self.cfg.endpoints.iter().filter(|e| routes_to(e, kind)) {
+        for endpoint in w.endpoints.iter().filter(|e| routes_to(e.as_str(), kind)) {
+            let name = record_name(&id, endpoint);
+            if self.records.exists(&name) || self.dead.exists(&name) {
+                continue;
+            }
             let d = Delivery {
-                id: new_delivery_id(),
+                id: id.clone(),
                 kind: kind.to_string(),
                 endpoint: endpoint.clone(),
-                body: body.clone(),
+                body: body.get_or_insert_with(|| to_js_json(payload)).clone(),
                 created_ms: now,
                 attempts: 0,
                 not_before: 0,
@@ -292,94 +350,67 @@ impl Outbox {
                 last_error: None,
                 died_ms: None,
             };
-            self.save(&d)?;
+            self.records.put(&name, &d)?;
             Stats::bump(&self.stats.webhooks_queued);
             let meta = Meta {
                 endpoint: endpoint.clone(),
                 not_before: 0,
                 seq: self.seq.fetch_add(1, Ordering::Relaxed),
             };
-            let _ = self.tx.try_send((d.id.clone(), meta));
+            let _ = self.tx.try_send((name, meta));
         }
         Ok(())
     }
 
-    fn save(&self, d: &Delivery) -> Result<()> {
-        let bytes = serde_json::to_vec(d).unwrap_or_default();
-        spool::write_atomic(&self.dir, &format!("{}.json", d.id), &bytes, 0o600)
-    }
-
-    fn load(dir: &Path, id: &str) -> Result<Delivery> {
-        let path = dir.join(format!("{id}.json"));
-        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Json { path, source: e })
-    }
-
-    /// Moves a delivery to the dead letter queue.
-    fn bury(&self, mut d: Delivery, error: String) -> Result<()> {
+    /// Moves a delivery to the dead letter queue: the dead letter first,
+    /// then the outbox record goes.
+    fn bury(&self, name: &str, mut d: Delivery, error: String) -> Result<()> {
         d.last_error = Some(error);
         d.died_ms = Some(clock::now_ms());
-        let bytes = serde_json::to_vec_pretty(&d).unwrap_or_default();
-        spool::write_atomic(&self.dead, &format!("{}.json", d.id), &bytes, 0o600)?;
-        let _ = fs::remove_file(self.dir.join(format!("{}.json", d.id)));
+        self.dead.put(name, &d)?;
+        self.records.remove(name)?;
         Stats::bump(&self.stats.webhooks_dead);
         Ok(())
     }
 
-    /// Delivers until the daemon stops.
-    pub async fn run(self: Arc<Self>) -> Result<()> {
+    /// Delivers until `stop`, then lets the attempts in flight end.
+    pub async fn run(self: Arc<Self>, stop: Arc<Stop>) -> Result<()> {
         let Some(new) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(());
         };
-        let agent = crate::net::agent(Duration::from_secs(self.cfg.timeout_seconds));
-        let mut pending: HashMap<String, Meta> = HashMap::new();
-        // Deliveries left from before a restart.
-        for entry in fs::read_dir(&self.dir)
-            .map_err(|e| Error::io(&self.dir, e))?
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name
-                .strip_suffix(".json")
-                .filter(|_| !name.starts_with('.'))
-            else {
-                continue;
-            };
-            match Self::load(&self.dir, id) {
-                Ok(d) => {
-                    let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-                    pending.insert(
-                        d.id.clone(),
-                        Meta {
-                            endpoint: d.endpoint,
-                            not_before: d.not_before,
-                            seq,
-                        },
-                    );
-                }
-                Err(e) => log::error!("webhook delivery {id} cannot be read, left in place: {e}"),
-            }
-        }
-        if !pending.is_empty() {
-            log::info!("{} webhook deliveries pending from before", pending.len());
-        }
-        let (done_tx, done_rx) = smol::channel::unbounded::<(String, Outcome)>();
-        let max = self.cfg.max_in_flight.max(1) as usize;
-        // One endpoint may use all slots but one, so another always gets through.
-        let per_endpoint = if max > 1 { max - 1 } else { 1 };
+        let mut agent_for = self.cfg().timeout_seconds;
+        let mut agent = Arc::new(crate::net::agent(Duration::from_secs(agent_for)));
         let mut lanes: HashMap<String, Lane> = HashMap::new();
         let mut where_is: HashMap<String, String> = HashMap::new();
-        for (id, m) in pending {
-            where_is.insert(id.clone(), m.endpoint.clone());
+        // Deliveries left from before a restart; damaged ones go aside.
+        let left = self.records.load_all::<Delivery>()?;
+        if !left.is_empty() {
+            log::info!("{} webhook deliveries pending from before", left.len());
+        }
+        for (name, d) in left {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            where_is.insert(name.clone(), d.endpoint.clone());
             lanes
-                .entry(m.endpoint)
+                .entry(d.endpoint)
                 .or_default()
                 .waiting
-                .insert((m.not_before, m.seq, id));
+                .insert((d.not_before, seq, name));
         }
+        let (done_tx, done_rx) = smol::channel::unbounded::<(String, Outcome)>();
         let mut in_flight = 0;
-        let agent = Arc::new(agent);
         loop {
+            let stopping = stop.is_set();
+            if stopping && in_flight == 0 {
+                return Ok(());
+            }
+            let cfg = self.cfg();
+            if cfg.timeout_seconds != agent_for {
+                agent_for = cfg.timeout_seconds;
+                agent = Arc::new(crate::net::agent(Duration::from_secs(agent_for)));
+            }
+            let max = cfg.max_in_flight.max(1) as usize;
+            // One endpoint may use all slots but one, so another always gets through.
+            let per_endpoint = if max > 1 { max - 1 } else { 1 };
             let now = clock::now_ms();
             let disabled = self
                 .disabled
@@ -387,22 +418,31 @@ impl Outbox {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             let mut next_due: Option<u64> = None;
-            for (_, lane) in lanes.iter_mut().filter(|(e, _)| !disabled.contains(*e)) {
+            for (_, lane) in lanes
+                .iter_mut()
+                .filter(|(e, _)| !stopping && !disabled.contains(*e))
+            {
                 while in_flight < max && lane.busy < per_endpoint {
-                    let Some(&(at, seq, ref id)) = lane.waiting.first() else {
+                    let Some(&(at, seq, ref name)) = lane.waiting.first() else {
                         break;
                     };
                     if at > now {
                         break;
                     }
-                    let id = id.clone();
-                    lane.waiting.remove(&(at, seq, id.clone()));
-                    let mut d = match Self::load(&self.dir, &id) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            log::error!("webhook delivery {id} cannot be read, skipped: {e}");
-                            where_is.remove(&id);
+                    let name = name.clone();
+                    lane.waiting.remove(&(at, seq, name.clone()));
+                    let mut d = match self.records.get::<Delivery>(&name) {
+                        Ok(Some(d)) => d,
+                        Ok(None) => {
+                            where_is.remove(&name);
                             continue;
+                        }
+                        Err(e) => {
+                            log::error!(
+                                "webhook delivery {name} cannot be read, retrying later: {e}"
+                            );
+                            lane.waiting.insert((now + SETTLE_RETRY_MS, seq, name));
+                            break;
                         }
                     };
                     let now_s = now / 1000;
@@ -410,20 +450,20 @@ impl Outbox {
                         d.first_attempt = Some(now_s);
                     }
                     lane.busy += 1;
-                    lane.seqs.insert(id.clone(), seq);
+                    lane.seqs.insert(name.clone(), seq);
                     in_flight += 1;
                     let (agent, secret, done, stats) = (
                         agent.clone(),
-                        self.cfg.secret.clone(),
+                        cfg.secret.clone(),
                         done_tx.clone(),
                         self.stats.clone(),
                     );
-                    let max_retries = self.cfg.retry.max_attempts;
+                    let max_retries = cfg.retry.max_attempts;
                     smol::unblock(move || {
                         let started = Instant::now();
                         let outcome = attempt(&agent, &secret, &d, max_retries, now_s);
                         stats.webhook_request.observe(started.elapsed());
-                        let _ = done.send_blocking((d.id.clone(), outcome));
+                        let _ = done.send_blocking((name, outcome));
                     })
                     .detach();
                 }
@@ -442,42 +482,63 @@ impl Outbox {
             }
             let new_f = async { new.recv().await.map(Wake::New).unwrap_or(Wake::Timer) };
             let done_f = async { done_rx.recv().await.map(Wake::Done).unwrap_or(Wake::Timer) };
-            let wake = match next_due {
-                Some(at) => {
-                    let wait = Duration::from_millis(at.saturating_sub(clock::now_ms()));
-                    let timer = async {
-                        smol::Timer::after(wait).await;
-                        Wake::Timer
-                    };
-                    new_f.or(done_f).or(timer).await
-                }
-                None => new_f.or(done_f).await,
+            // A reload may enable a disabled endpoint: look again now and then.
+            let wait = match next_due {
+                Some(at) => Duration::from_millis(at.saturating_sub(clock::now_ms())),
+                None if disabled.is_empty() => Duration::MAX,
+                None => Duration::from_secs(1),
             };
-            match wake {
-                Wake::New((id, m)) => {
-                    where_is.insert(id.clone(), m.endpoint.clone());
-                    lanes
-                        .entry(m.endpoint)
-                        .or_default()
-                        .waiting
-                        .insert((m.not_before, m.seq, id));
+            let timer = async {
+                if wait == Duration::MAX {
+                    std::future::pending::<()>().await;
+                }
+                smol::Timer::after(wait).await;
+                Wake::Timer
+            };
+            let stopped = async {
+                if stopping {
+                    std::future::pending::<()>().await;
+                }
+                stop.wait().await;
+                Wake::Timer
+            };
+            match new_f.or(done_f).or(timer).or(stopped).await {
+                Wake::New((name, m)) => {
+                    where_is.insert(name.clone(), m.endpoint.clone());
+                    lanes.entry(m.endpoint).or_default().waiting.insert((
+                        m.not_before,
+                        m.seq,
+                        name,
+                    ));
                 }
                 Wake::Timer => {}
-                Wake::Done((id, outcome)) => {
+                Wake::Done((name, outcome)) => {
                     in_flight -= 1;
-                    let next = self.settle(&id, outcome)?;
-                    let Some(endpoint) = where_is.get(&id).cloned() else {
+                    let next = match self.settle(&name, outcome, &cfg) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // Nothing is dropped: the record stays and the
+                            // attempt is made again.
+                            log::error!(
+                                "cannot record the outcome of webhook delivery {name}, retrying in {} s: {e}",
+                                SETTLE_RETRY_MS / 1000
+                            );
+                            self.stats.state_error();
+                            Some(clock::now_ms() + SETTLE_RETRY_MS)
+                        }
+                    };
+                    let Some(endpoint) = where_is.get(&name).cloned() else {
                         continue;
                     };
                     let lane = lanes.entry(endpoint).or_default();
                     lane.busy = lane.busy.saturating_sub(1);
-                    let seq = lane.seqs.remove(&id).unwrap_or(0);
+                    let seq = lane.seqs.remove(&name).unwrap_or(0);
                     match next {
                         Some(at) => {
-                            lane.waiting.insert((at, seq, id));
+                            lane.waiting.insert((at, seq, name));
                         }
                         None => {
-                            where_is.remove(&id);
+                            where_is.remove(&name);
                         }
                     }
                 }
@@ -487,14 +548,12 @@ impl Outbox {
 
     /// Records an attempt's outcome; returns the next attempt time if it is
     /// to be tried again.
-    fn settle(&self, id: &str, outcome: Outcome) -> Result<Option<u64>> {
-        let mut d = match Self::load(&self.dir, id) {
-            Ok(d) => d,
-            Err(e) => {
-                log::error!("webhook delivery {id} vanished: {e}");
-                return Ok(None);
-            }
+    fn settle(&self, name: &str, outcome: Outcome, cfg: &Config) -> Result<Option<u64>> {
+        let Some(mut d) = self.records.get::<Delivery>(name)? else {
+            log::error!("webhook delivery {name} vanished before its outcome was recorded");
+            return Ok(None);
         };
+        let id = d.id.clone();
         d.attempts += 1;
         if d.first_attempt.is_none() {
             d.first_attempt = Some(clock::now_ms() / 1000);
@@ -503,7 +562,7 @@ impl Outbox {
             Outcome::Delivered(status) => {
                 // At least once: if this removal is lost in a crash, the
                 // receiver sees the same delivery id again.
-                let _ = fs::remove_file(self.dir.join(format!("{id}.json")));
+                self.records.remove(name)?;
                 Stats::bump(&self.stats.webhooks_delivered);
                 log::info!(
                     "webhook {} {id} delivered to {} ({status}) after {} attempt(s)",
@@ -515,23 +574,23 @@ impl Outbox {
             }
             Outcome::Retry { error, retry_after } => {
                 let retries_done = d.attempts - 1;
-                if u64::from(retries_done) >= self.cfg.retry.max_attempts {
+                if u64::from(retries_done) >= cfg.retry.max_attempts {
                     let what = format!(
                         "webhook {} {id} to {} failed after {} attempts",
                         d.kind, d.endpoint, d.attempts
                     );
-                    self.bury(d, error.clone())?;
+                    self.bury(name, d, error.clone())?;
                     log::warn!("{what}, moved to the dead letter queue: {error}");
                     return Ok(None);
                 }
                 let wait = match retry_after {
-                    Some(s) => s * 1000,
-                    None => retry_delay_ms(&self.cfg, d.attempts, jitter()),
+                    Some(s) => s.min(MAX_RETRY_AFTER_S) * 1000,
+                    None => retry_delay_ms(cfg, d.attempts, jitter()),
                 };
-                Stats::bump(&self.stats.webhook_retries);
                 d.not_before = clock::now_ms() + wait;
                 d.last_error = Some(error.clone());
-                self.save(&d)?;
+                self.records.put(name, &d)?;
+                Stats::bump(&self.stats.webhook_retries);
                 log::warn!(
                     "webhook {} {id} to {} failed (attempt {}), retrying in {:.1} s: {error}",
                     d.kind,
@@ -543,74 +602,87 @@ impl Outbox {
             }
             Outcome::Refused { error, .. } => {
                 let what = format!("webhook {} {id} refused by {}", d.kind, d.endpoint);
-                self.bury(d, error.clone())?;
+                self.bury(name, d, error.clone())?;
                 log::warn!("{what}, moved to the dead letter queue: {error}");
                 Ok(None)
             }
             Outcome::Gone(error) => {
                 log::error!(
-                    "{} answered 410 Gone: no more webhooks go there until the config is loaded again",
+                    "{} answered 410 Gone: no more webhooks go there until the configuration is reloaded (SIGHUP) or cctelegram restarts",
                     d.endpoint
                 );
                 self.disabled
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(d.endpoint.clone());
-                self.bury(d, error)?;
+                self.bury(name, d, error)?;
                 Ok(None)
             }
         }
     }
 }
 
+/// A dead letter that cannot be read, as `dlq list` shows it.
+#[derive(Debug, Clone)]
+pub struct Damaged {
+    pub name: String,
+    pub problem: String,
+}
+
+/// Dead letters by record name, and the damaged entries.
+pub type Listing = (Vec<(String, Delivery)>, Vec<Damaged>);
+
 /// The dead letter queue, for `cctelegram dlq`.
 pub struct DeadLetters {
-    pub dir: PathBuf,
+    records: Records,
 }
 
 impl DeadLetters {
-    pub fn new(state_dir: &Path) -> DeadLetters {
-        DeadLetters {
-            dir: state_dir.join("dead"),
-        }
+    pub fn new(state_dir: &Path) -> Result<DeadLetters> {
+        Ok(DeadLetters {
+            records: Records::open(state_dir, "dead")?,
+        })
     }
 
-    /// Every dead delivery, oldest first.
-    pub fn list(&self) -> Result<Vec<Delivery>> {
+    /// Every dead delivery, oldest first, and the entries that cannot be
+    /// read (left for the daemon to move aside; this only looks).
+    pub fn list(&self) -> Result<Listing> {
         let mut out = Vec::new();
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io(&self.dir, e)),
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name
-                .strip_suffix(".json")
-                .filter(|_| !name.starts_with('.'))
-            {
-                out.push(Outbox::load(&self.dir, id)?);
+        let mut damaged = Vec::new();
+        for name in self.records.names()? {
+            let path = self.records.path(&name);
+            match std::fs::read(&path) {
+                Ok(bytes) => match serde_json::from_slice::<Delivery>(&bytes) {
+                    Ok(d) => out.push((name, d)),
+                    Err(e) => damaged.push(Damaged {
+                        name,
+                        problem: format!("damaged ({e}): {}", store::preview(&bytes)),
+                    }),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path, e)),
             }
         }
-        out.sort_by_key(|d| d.died_ms.unwrap_or(d.created_ms));
-        Ok(out)
+        out.sort_by_key(|(_, d)| d.died_ms.unwrap_or(d.created_ms));
+        Ok((out, damaged))
     }
 
     /// The entries `which` names: an id, a unique id prefix, or `--all`.
-    pub fn select(&self, which: &str) -> Result<Vec<Delivery>> {
-        let all = self.list()?;
+    pub fn select(&self, which: &str) -> Result<Vec<(String, Delivery)>> {
+        let (all, _) = self.list()?;
         if which == "--all" {
             return Ok(all);
         }
-        let exact: Vec<Delivery> = all.iter().filter(|d| d.id == which).cloned().collect();
+        let exact: Vec<_> = all.iter().filter(|(_, d)| d.id == which).cloned().collect();
         if !exact.is_empty() {
             return Ok(exact);
         }
-        let found: Vec<Delivery> = all
+        let found: Vec<_> = all
             .into_iter()
-            .filter(|d| d.id.starts_with(which))
+            .filter(|(_, d)| d.id.starts_with(which))
             .collect();
-        match found.len() {
+        let ids: HashSet<&str> = found.iter().map(|(_, d)| d.id.as_str()).collect();
+        match ids.len() {
             1 => Ok(found),
             0 => Err(Error::Usage(format!(
                 "no dead letter with id {which}; see 'cctelegram dlq list'"
@@ -621,16 +693,14 @@ impl DeadLetters {
         }
     }
 
-    pub fn purge(&self, d: &Delivery) -> Result<()> {
-        let path = self.dir.join(format!("{}.json", d.id));
-        fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        spool::sync_dir(&self.dir)
+    pub fn purge(&self, name: &str) -> Result<()> {
+        self.records.remove(name)
     }
 
     /// Sends a dead delivery once more, with a fresh timestamp and
     /// signature. Delivered: it leaves the queue. Otherwise it stays, with
     /// the new error.
-    pub fn replay(&self, mut d: Delivery, cfg: &Config) -> Result<Outcome> {
+    pub fn replay(&self, name: &str, mut d: Delivery, cfg: &Config) -> Result<Outcome> {
         let agent = crate::net::agent(Duration::from_secs(cfg.timeout_seconds));
         let outcome = attempt(
             &agent,
@@ -641,13 +711,12 @@ impl DeadLetters {
         );
         d.attempts += 1;
         match &outcome {
-            Outcome::Delivered(_) => self.purge(&d)?,
+            Outcome::Delivered(_) => self.purge(name)?,
             Outcome::Retry { error, .. }
             | Outcome::Refused { error, .. }
             | Outcome::Gone(error) => {
                 d.last_error = Some(error.clone());
-                let bytes = serde_json::to_vec_pretty(&d).unwrap_or_default();
-                spool::write_atomic(&self.dir, &format!("{}.json", d.id), &bytes, 0o600)?;
+                self.records.put(name, &d)?;
             }
         }
         Ok(outcome)

@@ -111,9 +111,9 @@ pub struct Answer<'a> {
     pub callback_data: Option<&'a str>,
 }
 
-/// `user_response`: a button press or a message.
+/// `user_response`: a button press, a message, or an expiry (no user).
 pub fn user_response(
-    user: &User,
+    user: Option<&User>,
     answer: &Answer,
     original: &Original,
     now_ms: u64,
@@ -125,12 +125,12 @@ pub fn user_response(
         "response": {
             "id": answer.response_id,
             "event_id": answer.event_id,
-            "user": {
-                "id": user.id,
-                "username": user.username,
-                "first_name": user.first_name,
-                "last_name": user.last_name,
-            },
+            "user": user.map(|u| json!({
+                "id": u.id,
+                "username": u.username,
+                "first_name": u.first_name,
+                "last_name": u.last_name,
+            })),
             "message": {
                 "id": answer.message_id,
                 "text": answer.text,
