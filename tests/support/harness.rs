@@ -243,3 +243,42 @@ impl Rng {
         lo + self.next() % (hi - lo).max(1)
     }
 }
+
+/// Waits until chat `chat` got a message containing `needle`; fails at
+/// once, with the output, if the daemon exits meanwhile.
+pub fn wait_message(tg: &FakeTelegram, d: &Daemon, chat: &str, needle: &str, deadline: Duration) {
+    let end = Instant::now() + deadline;
+    loop {
+        let found = tg.try_wait_until(Duration::from_millis(250), |s| {
+            s.messages
+                .iter()
+                .any(|m| m.chat_id == chat && m.text.contains(needle))
+        });
+        if found {
+            return;
+        }
+        assert!(
+            d.child_running(),
+            "the daemon exited before {needle:?} reached chat {chat}:\n{}",
+            d.out.text()
+        );
+        assert!(
+            Instant::now() < end,
+            "{needle:?} did not reach chat {chat} within {deadline:?}:\n{}",
+            d.out.text()
+        );
+    }
+}
+
+/// Copies the directory tree `from` into `to` (created), keeping modes.
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
