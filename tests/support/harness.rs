@@ -282,3 +282,24 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The `event_processed` requests `log` holds for event `id` (any chat).
+pub fn processed<'a>(
+    log: &'a [crate::receivers::Recorded],
+    id: &str,
+) -> Vec<&'a crate::receivers::Recorded> {
+    log.iter()
+        .filter(|r| {
+            serde_json::from_slice::<Value>(&r.body)
+                .is_ok_and(|v| v["webhook_type"] == "event_processed" && v["event"]["id"] == id)
+        })
+        .collect()
+}
+
+/// How many messages containing `needle` chat `chat` got.
+pub fn count_in(tg: &FakeTelegram, chat: &str, needle: &str) -> usize {
+    tg.messages()
+        .iter()
+        .filter(|m| m.chat_id == chat && m.text.contains(needle))
+        .count()
+}
