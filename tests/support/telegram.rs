@@ -502,6 +502,19 @@ impl FakeTelegram {
         }
     }
 
+    /// Like `wait_until`, but says whether `cond` held instead of panicking.
+    pub fn try_wait_until(&self, deadline: Duration, cond: impl Fn(&State) -> bool) -> bool {
+        let end = Instant::now() + deadline;
+        let mut st = self.lock();
+        while !cond(&st) {
+            if Instant::now() >= end {
+                return false;
+            }
+            st = self.shared.wait(st, end);
+        }
+        true
+    }
+
     /// Waits until at least `n` messages were accepted; returns them all.
     pub fn wait_messages(&self, n: usize, deadline: Duration) -> Vec<Sent> {
         self.wait_until(deadline, &format!("{n} messages"), |s| {
