@@ -259,6 +259,8 @@ pub struct Outbox {
     seq: AtomicU64,
     tx: Sender<(String, Meta)>,
     rx: Mutex<Option<Receiver<(String, Meta)>>>,
+    /// Deliveries left from before a restart, read at start-up.
+    left: Mutex<Vec<(String, Delivery)>>,
     stats: Arc<Stats>,
     /// Endpoints that answered 410 Gone, until the config is loaded again.
     pub disabled: Mutex<HashSet<String>>,
@@ -273,9 +275,10 @@ impl Outbox {
     ) -> Result<Outbox> {
         let records = Records::open(state_dir, "outbox")?;
         let dead = Records::open(state_dir, "dead")?;
-        // Damaged dead letters go to damaged/ now rather than trip up
-        // `dlq` later.
+        // Damaged records go to damaged/ at start-up, before anything is
+        // sent; dead letters too, rather than trip up `dlq` later.
         let _ = dead.load_all::<Delivery>()?;
+        let left = records.load_all::<Delivery>()?;
         let (tx, rx) = smol::channel::unbounded();
         Ok(Outbox {
             records,
@@ -285,6 +288,7 @@ impl Outbox {
             seq: AtomicU64::new(0),
             tx,
             rx: Mutex::new(Some(rx)),
+            left: Mutex::new(left),
             stats,
             disabled: Mutex::new(HashSet::new()),
         })
@@ -382,8 +386,7 @@ impl Outbox {
         let mut agent = Arc::new(crate::net::agent(Duration::from_secs(agent_for)));
         let mut lanes: HashMap<String, Lane> = HashMap::new();
         let mut where_is: HashMap<String, String> = HashMap::new();
-        // Deliveries left from before a restart; damaged ones go aside.
-        let left = self.records.load_all::<Delivery>()?;
+        let left = std::mem::take(&mut *self.left.lock().unwrap_or_else(|p| p.into_inner()));
         if !left.is_empty() {
             log::info!("{} webhook deliveries pending from before", left.len());
         }
@@ -504,6 +507,10 @@ impl Outbox {
             };
             match new_f.or(done_f).or(timer).or(stopped).await {
                 Wake::New((name, m)) => {
+                    // Queued between start-up and now: already in a lane.
+                    if where_is.contains_key(&name) {
+                        continue;
+                    }
                     where_is.insert(name.clone(), m.endpoint.clone());
                     lanes.entry(m.endpoint).or_default().waiting.insert((
                         m.not_before,
