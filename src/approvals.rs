@@ -104,6 +104,8 @@ pub struct Approvals {
 pub fn parse_callback(data: &str) -> Option<(String, Option<usize>, &'static str)> {
     if let Some(rest) = data.strip_prefix('k') {
         let (n, key) = rest.split_once(':')?;
+        // Only what `button_key` makes: forged data must not name a file
+        // outside `state_dir/buttons/`.
         if key.len() != 20 || !key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
@@ -117,6 +119,20 @@ pub fn parse_callback(data: &str) -> Option<(String, Option<usize>, &'static str
             let n = p.strip_prefix("opt")?.parse().ok()?;
             Some((button_key(task), Some(n), ""))
         }
+    }
+}
+
+/// The option a parsed callback names: by position for `opt<N>` and
+/// `k<N>:` data, else the first option whose label is `word` (`approve`,
+/// `deny`) in any case. `None` when the options have no such button.
+pub fn option_label<'a>(
+    options: &'a [String],
+    index: Option<usize>,
+    word: &str,
+) -> Option<&'a String> {
+    match index {
+        Some(i) => options.get(i),
+        None => options.iter().find(|o| o.trim().eq_ignore_ascii_case(word)),
     }
 }
 
@@ -306,15 +322,29 @@ mod tests {
             parse_callback("opt2_T"),
             Some((button_key("T"), Some(2), ""))
         );
-        let key = button_key("T");
+        let key = button_key("long task");
         assert_eq!(
             parse_callback(&format!("k1:{key}")),
-            Some((key.clone(), Some(1), ""))
+            Some((key, Some(1), ""))
         );
         assert_eq!(parse_callback("hello"), None);
-        // Regression: a forged short key must not name a path.
-        assert_eq!(parse_callback("k0:../../../../etc/passwd"), None);
-        assert_eq!(parse_callback("k0:abc"), None);
         assert_eq!(parse_callback("optx_T"), None);
+    }
+
+    /// Found by the `callback_data` fuzz target: `k1:<anything>` named any
+    /// key, so forged data such as `k0:../../x` read a file outside
+    /// `state_dir/buttons/`.
+    #[test]
+    fn fuzz_forged_key_callback_names_no_file_outside_buttons() {
+        for data in [
+            "k0:../../x",
+            "k1:abc",
+            "k1:012\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x003456789abcdef7408",
+            "k0:0123456789ABCDEF0123",
+            "k0:0123456789abcdef01234",
+            "k0:",
+        ] {
+            assert_eq!(parse_callback(data), None, "{data:?}");
+        }
     }
 }

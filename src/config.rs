@@ -803,6 +803,27 @@ fn open_to_others(path: &Path) -> Option<String> {
     })
 }
 
+/// `s` as a TOML basic string. Rust's `{:?}` would write a control
+/// character as `\u{1b}`, which TOML refuses.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 impl Config {
     /// Where notifications go: `chat_ids`, else each allowed user's private chat.
     pub fn target_chats(&self) -> Vec<String> {
@@ -831,7 +852,7 @@ impl Config {
                 .iter()
                 .map(|x| {
                     if quote {
-                        format!("{:?}", x.to_string())
+                        toml_str(&x.to_string())
                     } else {
                         x.to_string()
                     }
@@ -851,21 +872,29 @@ impl Config {
         let _ = writeln!(s, "bot_token = {}", secret(&t.bot_token));
         let _ = writeln!(s, "allowed_users = {}", list(&t.allowed_users, false));
         let _ = writeln!(s, "chat_ids = {}", list(&t.chat_ids, true));
-        let _ = writeln!(s, "api_url = {:?}", t.api_url);
+        let _ = writeln!(s, "api_url = {}", toml_str(&t.api_url));
         let _ = writeln!(s, "poll_timeout_seconds = {}", t.poll_timeout_seconds);
-        let _ = writeln!(s, "parse_mode = {:?}", t.parse_mode.name());
+        let _ = writeln!(s, "parse_mode = {}", toml_str(t.parse_mode.name()));
         let _ = writeln!(s, "\n[paths]");
-        let _ = writeln!(s, "events_dir = {:?}", p.events_dir.display().to_string());
         let _ = writeln!(
             s,
-            "responses_dir = {:?}",
-            p.responses_dir.display().to_string()
+            "events_dir = {}",
+            toml_str(&p.events_dir.display().to_string())
         );
-        let _ = writeln!(s, "state_dir = {:?}", p.state_dir.display().to_string());
+        let _ = writeln!(
+            s,
+            "responses_dir = {}",
+            toml_str(&p.responses_dir.display().to_string())
+        );
+        let _ = writeln!(
+            s,
+            "state_dir = {}",
+            toml_str(&p.state_dir.display().to_string())
+        );
         let _ = writeln!(s, "\n[limits]");
-        let _ = writeln!(s, "per_chat_per_second = {}", l.per_chat_per_second);
-        let _ = writeln!(s, "per_group_per_minute = {}", l.per_group_per_minute);
-        let _ = writeln!(s, "global_per_second = {}", l.global_per_second);
+        let _ = writeln!(s, "per_chat_per_second = {:?}", l.per_chat_per_second);
+        let _ = writeln!(s, "per_group_per_minute = {:?}", l.per_group_per_minute);
+        let _ = writeln!(s, "global_per_second = {:?}", l.global_per_second);
         let _ = writeln!(s, "max_event_bytes = {}", l.max_event_bytes);
         let _ = writeln!(s, "\n[webhook]");
         let _ = writeln!(s, "enabled = {}", w.enabled);
@@ -881,7 +910,7 @@ impl Config {
         let _ = writeln!(s, "\n[health]");
         let _ = writeln!(s, "interval_seconds = {}", h.interval_seconds);
         let _ = writeln!(s, "memory_threshold_mb = {}", h.memory_threshold_mb);
-        let _ = writeln!(s, "listen = {:?}", h.listen);
+        let _ = writeln!(s, "listen = {}", toml_str(&h.listen));
         s
     }
 }
@@ -1063,6 +1092,25 @@ listen = "127.0.0.1:8080"
         // What check-config prints is itself a loadable config.
         let (_, w) = parse(&out).unwrap();
         assert!(w.is_empty());
+    }
+
+    /// Found by the `config` fuzz target: check-config wrote a control
+    /// character in a string as Rust's `\u{1b}`, which TOML refuses, and a
+    /// large rate such as 1e300 as 301 digits, an integer TOML cannot hold;
+    /// either way its output no longer loaded.
+    #[test]
+    fn fuzz_masked_output_reads_back_with_control_characters_and_huge_rates() {
+        let text = "[telegram]\napi_url = \"http://127.0.0.1/a\\u001b\\u007f\\\"b\\\\\"\n\
+                    [paths]\nstate_dir = \"/x\\ty\\nz\\u0085\"\n\
+                    [limits]\nper_chat_per_second = 1e300\nglobal_per_second = 30.0\n";
+        let (c, _) = parse(text).unwrap();
+        let out = c.masked();
+        assert!(out.contains("per_chat_per_second = 1e300"), "{out}");
+        let (back, _) = parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(back.telegram.api_url, "http://127.0.0.1/a\u{1b}\u{7f}\"b\\");
+        assert_eq!(back.paths.state_dir, c.paths.state_dir);
+        assert_eq!(back.limits.per_chat_per_second, 1e300);
+        assert_eq!(back.masked(), out);
     }
 
     #[test]

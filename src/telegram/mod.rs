@@ -5,3 +5,4 @@ pub mod pace;
 pub mod poll;
 pub mod render;
 pub mod send;
+pub mod update;

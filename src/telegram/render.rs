@@ -496,23 +496,34 @@ pub fn with_note(ev: &Event, mode: ParseMode, note: &str) -> Part {
 
 /// The approval buttons with their callback data (CONTRACT section 4).
 pub fn buttons(ev: &Event) -> Vec<Button> {
-    ev.options()
+    let options = ev.options();
+    options
         .iter()
         .enumerate()
         .map(|(i, label)| Button {
             text: label.clone(),
-            data: callback_data(label, i, &ev.task_id),
+            data: callback_data(&options, i, &ev.task_id),
         })
         .collect()
 }
 
-/// `approve_<task_id>`, `deny_<task_id>` or `opt<N>_<task_id>` (N the
-/// option's 0-based position); when that is over Telegram's 64 bytes,
-/// `k<N>:<key>` where `key` names the persisted button file.
-pub fn callback_data(label: &str, index: usize, task_id: &str) -> String {
-    let prefix = match label.trim().to_lowercase().as_str() {
-        "approve" => "approve".to_string(),
-        "deny" => "deny".to_string(),
+/// `approve` or `deny` when `label` is that word, in any case.
+fn word(label: &str) -> Option<&'static str> {
+    ["approve", "deny"]
+        .into_iter()
+        .find(|w| label.trim().eq_ignore_ascii_case(w))
+}
+
+/// `approve_<task_id>`, `deny_<task_id>` or `opt<N>_<task_id>` for option
+/// `index` of `options` (N its 0-based position); when that is over
+/// Telegram's 64 bytes, `k<N>:<key>` where `key` names the persisted button
+/// file. A press on `approve_` resolves to the first option of that word,
+/// so a second "Approve" (say "APPROVE") gets `opt<N>_` instead.
+pub fn callback_data(options: &[String], index: usize, task_id: &str) -> String {
+    let own = options.get(index).and_then(|l| word(l));
+    let first = own.and_then(|w| options.iter().position(|o| word(o) == Some(w)));
+    let prefix = match own {
+        Some(w) if first == Some(index) => w.to_string(),
         _ => format!("opt{index}"),
     };
     let full = format!("{prefix}_{task_id}");
@@ -578,6 +589,24 @@ mod tests {
         let d: Vec<_> = buttons(&e).into_iter().map(|b| b.data).collect();
         assert_eq!(d, ["approve_T1", "deny_T1", "opt2_T1"]);
         assert!(render(&e, ParseMode::Html)[0].reply_markup().is_some());
+    }
+
+    /// Found by the `callback_data` fuzz target: with the options
+    /// " Approve " and "APPROVE" both buttons carried `approve_T`, and the
+    /// second resolved to the first option's label.
+    #[test]
+    fn fuzz_a_second_approve_resolves_to_itself() {
+        let e = ev(r#"{"type":"approval_request","title":"t","task_id":"T",
+            "data":{"options":[" Approve ","APPROVE","deny","Deny"]}}"#);
+        let labels = e.options();
+        let d: Vec<_> = buttons(&e).into_iter().map(|b| b.data).collect();
+        assert_eq!(d, ["approve_T", "opt1_T", "deny_T", "opt3_T"]);
+        for (i, data) in d.iter().enumerate() {
+            let (key, index, word) = crate::approvals::parse_callback(data).unwrap();
+            assert_eq!(key, button_key("T"));
+            let label = crate::approvals::option_label(&labels, index, word);
+            assert_eq!(label, Some(&labels[i]), "{data}");
+        }
     }
 
     #[test]
