@@ -229,6 +229,30 @@ fn advice(e: Error, api_url: &str) -> Error {
     }
 }
 
+/// One line from stdin; when stdin is a terminal, typed without echo, as
+/// passwords are: the token is a secret and stays off the screen.
+fn read_unechoed_line() -> std::io::Result<String> {
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: tcgetattr and tcsetattr only read and write the termios
+    // struct given, which lives on this stack frame.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        (libc::isatty(fd) == 1 && libc::tcgetattr(fd, &mut t) == 0).then_some(t)
+    };
+    if let Some(mut quiet) = saved {
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: as above.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if let Some(t) = saved {
+        // SAFETY: as above; the terminal gets its echo back.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) };
+    }
+    read.map(|_| line)
+}
+
 /// The token: `--token`, else `TELEGRAM_BOT_TOKEN`, else one line typed on stdin.
 fn token(opts: &Options, get: &dyn Fn(&str) -> Option<String>) -> Result<String> {
     let given = opts
@@ -241,14 +265,8 @@ fn token(opts: &Options, get: &dyn Fn(&str) -> Option<String>) -> Result<String>
         None => {
             eprint!("Bot token (from @BotFather): ");
             let _ = std::io::stderr().flush();
-            let mut line = String::new();
-            let n = std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| Error::io("standard input", e))?;
-            if n == 0 {
-                eprintln!(); // end of input: end the prompt's line
-            }
+            let line = read_unechoed_line().map_err(|e| Error::io("standard input", e))?;
+            eprintln!(); // the Enter that was not echoed, or the end of input
             line
         }
     };
@@ -302,10 +320,9 @@ pub fn run(opts: &Options, get: &dyn Fn(&str) -> Option<String>) -> Result<()> {
     let _ = write!(
         out,
         "The token works: this is the bot @{bot}.\n\
-         To pair your phone, send this message to @{bot} in Telegram:\n\n    \
-         /start {code}\n\n\
-         (or open https://t.me/{bot}?start={code} and press Start).\n\
-         Waiting up to {} minutes; Ctrl-C stops.\n",
+         To pair your phone, send /start {code} to @{bot} in Telegram,\n\
+         or open https://t.me/{bot}?start={code} and press Start.\n\
+         Waiting up to {} minutes for it; Ctrl-C stops.\n",
         PAIRING_WINDOW.as_secs() / 60
     );
     let _ = out.flush();
