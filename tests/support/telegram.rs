@@ -9,7 +9,7 @@
 //! pass against Telegram.
 //!
 //! Include it with `#[path = "support/telegram.rs"] mod telegram;` from a
-//! test, or `#[path = "../tests/support/telegram.rs"]` from an example: the
+//! test, or `#[path = "../../tests/support/telegram.rs"]` from examples/demo/: the
 //! `#[path]` below resolves next to this file in both cases, because a file
 //! loaded through `#[path]` owns its directory, like a `mod.rs`.
 #![allow(dead_code)]
