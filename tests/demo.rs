@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// The demo must finish within this once built (the "under a minute").
 const DEMO_DEADLINE: Duration = Duration::from_secs(60);
@@ -14,28 +14,20 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The newest modification time of the files the demo is built from.
-fn newest_source() -> SystemTime {
-    fn walk(dir: &Path, newest: &mut SystemTime) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, newest);
-            } else if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
-                *newest = (*newest).max(t);
-            }
-        }
-    }
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for d in ["src", "examples", "tests/support"] {
-        walk(&root().join(d), &mut newest);
-    }
-    for f in ["Cargo.toml", "Cargo.lock"] {
-        if let Ok(t) = std::fs::metadata(root().join(f)).and_then(|m| m.modified()) {
-            newest = newest.max(t);
-        }
-    }
-    newest
+/// Whether `bin` is newer than every source its dep-info file (`bin.d`,
+/// which cargo writes beside it) lists: then it is what cargo would build.
+fn up_to_date(bin: &Path) -> bool {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+    let (Ok(built), Ok(deps)) = (mtime(bin), std::fs::read_to_string(bin.with_extension("d")))
+    else {
+        return false;
+    };
+    let Some((_, sources)) = deps.split_once(": ") else {
+        return false;
+    };
+    sources
+        .split_whitespace()
+        .all(|src| mtime(Path::new(src)).is_ok_and(|t| t <= built))
 }
 
 /// The demo binary: the one `cargo test` built next to this test (it builds
@@ -46,10 +38,7 @@ fn demo_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let built = profile_dir.join("examples/demo");
-    let fresh = std::fs::metadata(&built)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t >= newest_source());
-    if fresh {
+    if up_to_date(&built) {
         return built;
     }
     let target_dir = root().join("target/demo");
