@@ -97,6 +97,8 @@ pub fn pairing(update: &Value, code: &str) -> Option<Paired> {
 pub fn config_text(token: &str, user: i64, name: &str, api_url: &str, written: &str) -> String {
     // A JSON string literal is a valid TOML basic string.
     let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    // A name is the user's own text and goes into a comment: one line of it.
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
     let api_line = if api_url == DEFAULT_API {
         format!("# api_url = {}", quoted(DEFAULT_API))
     } else {
@@ -479,6 +481,20 @@ mod tests {
         assert_eq!(cfg.telegram.api_url, defaults.telegram.api_url);
         assert_eq!(cfg.paths.events_dir, defaults.paths.events_dir);
         assert_eq!(cfg.health.listen, defaults.health.listen);
+
+        let odd = config_text(
+            "123:abc",
+            42,
+            "Ada\n[telegram]\nbot_token = 1",
+            DEFAULT_API,
+            "",
+        );
+        let (cfg, warnings) = config::parse(&odd).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            cfg.telegram.bot_token, "123:abc",
+            "a name cannot add settings"
+        );
 
         let elsewhere = config_text("123:abc", 42, "@ada", "http://127.0.0.1:9/", "now");
         let (cfg, _) = config::parse(&elsewhere).unwrap();
