@@ -21,6 +21,7 @@ pub mod event;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod init;
 pub mod net;
 pub mod reload;
 pub mod responses;

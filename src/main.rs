@@ -16,6 +16,8 @@ Usage:
   cctelegram send --type T --title S [--description S] [--task-id ID]
                   [--data JSON] [--option LABEL]... [--events-dir DIR] [--config PATH]
                                             write one event file, print its id
+  cctelegram init [--config PATH] [--token TOKEN] [--force]
+                                            pair a phone with the bot, write a config
   cctelegram check-config [--config PATH]   validate; print the effective settings
   cctelegram status [--config PATH] [--json] health and counters of the running daemon
   cctelegram dlq [--config PATH] list|replay ID|--all|purge ID|--all
@@ -56,6 +58,20 @@ constant-time, and a timestamp more than 5 minutes from now is not valid.
 Exit 0: valid. Exit 1: not valid, with the reason.
 ";
 
+const INIT_HELP: &str = "\
+cctelegram init: pair a phone with the bot and write a working config
+
+  cctelegram init [--config PATH] [--token TOKEN] [--force]
+
+The token comes from --token, else TELEGRAM_BOT_TOKEN, else it is asked for
+(@BotFather gives one: /newbot). init checks it, prints a six-digit code and
+waits up to 10 minutes for '/start <code>' in a private chat with the bot.
+The sender becomes the allowed user of the config it writes (mode 0600) to
+--config, else ~/.cc_telegram/config.toml. An existing file is kept unless
+--force is given. TELEGRAM_API_URL points it at another Bot API server.
+Exit 0: written. Exit 1: no code in time or a refused token, with what to do.
+";
+
 const SEND_HELP: &str = "\
 cctelegram send: write one event file atomically into the events directory
 
@@ -93,6 +109,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--signature",
     "--timestamp",
     "--id",
+    "--token",
 ];
 
 fn parse_args(argv: Vec<String>) -> Result<Args> {
@@ -478,6 +495,16 @@ fn status_table(h: &serde_json::Value) -> String {
     out
 }
 
+fn init(args: &Args) -> Result<()> {
+    args.only(&["--config", "--token"], &["--force"], false)?;
+    let opts = cctelegram::init::Options {
+        config: args.one("--config").map(PathBuf::from),
+        token: args.one("--token").map(str::to_string),
+        force: args.switches.iter().any(|s| s == "--force"),
+    };
+    cctelegram::init::run(&opts, &env)
+}
+
 fn check_config(args: &Args) -> Result<()> {
     args.only(&["--config"], &[], false)?;
     let (cfg, path) = load_config(args, false)?;
@@ -505,9 +532,11 @@ fn real_main() -> Result<()> {
             Some("send") => print!("{SEND_HELP}"),
             Some("dlq") => print!("{DLQ_HELP}"),
             Some("verify") => print!("{VERIFY_HELP}"),
+            Some("init") => print!("{INIT_HELP}"),
             _ => print!("{HELP}"),
         },
         "send" if wants_help => print!("{SEND_HELP}"),
+        "init" if wants_help => print!("{INIT_HELP}"),
         _ if wants_help => print!("{HELP}"),
         "run" => {
             args.only(&["--config"], &[], false)?;
@@ -515,6 +544,7 @@ fn real_main() -> Result<()> {
             cctelegram::daemon::run(cfg, path)?;
         }
         "send" => send(&args)?,
+        "init" => init(&args)?,
         "check-config" => check_config(&args)?,
         "dlq" => dlq(&args)?,
         "status" => status(&args)?,

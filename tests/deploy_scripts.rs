@@ -20,6 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+#[path = "support/tools.rs"]
+mod tools;
+
+use tools::which;
+
 const BIN: &str = env!("CARGO_BIN_EXE_cctelegram");
 const HOST: &str = "root@device.invalid";
 
@@ -43,13 +48,6 @@ fn show(out: &Output) -> String {
         text(&out.stdout),
         text(&out.stderr)
     )
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
 }
 
 fn mode(path: impl AsRef<Path>) -> u32 {
@@ -107,9 +105,7 @@ fn shell_of(path: &Path) -> Option<&'static str> {
 
 #[test]
 fn every_deploy_script_parses_and_passes_shellcheck() {
-    let shellcheck = which("shellcheck").unwrap_or_else(|| {
-        panic!("shellcheck is not installed: apt-get install shellcheck (the deploy scripts are linted with it)")
-    });
+    let shellcheck = tools::require("shellcheck", "the deploy scripts are linted with it");
     let mut checked = Vec::new();
     let mut entries: Vec<PathBuf> = fs::read_dir(deploy())
         .unwrap()
@@ -237,13 +233,7 @@ fn systemd_unit_is_hardened_and_verifies() {
         .iter()
         .any(|(k, v)| k == "WantedBy" && v == "multi-user.target"));
 
-    let Some(analyze) = which("systemd-analyze") else {
-        eprintln!(
-            "systemd-analyze is not installed: checked the unit's keys only \
-             (apt-get install systemd to verify it too)"
-        );
-        return;
-    };
+    let analyze = tools::require("systemd-analyze", "it verifies the unit");
     // verify wants ExecStart to exist; the copy points at the test binary.
     let tmp = Temp::new("unit");
     let copy = tmp.0.join("cctelegram.service");
@@ -971,10 +961,7 @@ fn install_sh_on_openwrt_with_a_given_binary() {
 
 #[test]
 fn install_sh_device_side_runs_under_busybox() {
-    let Some(busybox) = which("busybox") else {
-        eprintln!("busybox is not installed: skipped (apt-get install busybox to run it)");
-        return;
-    };
+    let busybox = tools::require("busybox", "install.sh runs under its ash and applets");
     openwrt(&Device::with_tools(Init::Procd, "mips", 0, Some(&busybox)));
 }
 

@@ -7,7 +7,7 @@
 //! libc, inotify and sockets through the emulator.
 //!
 //! It needs the aarch64 musl target, clang and qemu-user-static, which
-//! `.ci/setup` installs. When one is missing the test fails and says what to
+//! `tests/run` installs (through `.ci/setup`). When one is missing the test fails and says what to
 //! install: it never skips. The first build takes about a minute on two
 //! cores; later runs reuse `target/edge`.
 
@@ -17,6 +17,8 @@ mod daemon;
 mod receivers;
 #[path = "support/telegram.rs"]
 mod telegram;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::ffi::OsString;
 use std::fs;
@@ -38,62 +40,40 @@ const WAIT: Duration = Duration::from_secs(60);
 const SECRET: &str = "edge-s3cr3t";
 const ME: i64 = 111;
 
-/// Whether `program` can be started: a path, or a name found on `PATH`.
-fn on_path(program: &str) -> bool {
-    if program.contains('/') {
-        return Path::new(program).is_file();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
-fn rustc_sysroot() -> PathBuf {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
-    let out = Command::new(&rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {rustc:?}: {e}"));
-    assert!(out.status.success(), "rustc --print sysroot failed");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// Panics with one message naming everything that is missing.
+/// Panics with one message naming everything that is missing and the
+/// command that installs each.
 fn check_prerequisites(cc: &str) {
-    let sysroot = rustc_sysroot();
-    let rustlib = sysroot.join("lib/rustlib");
-    let mut missing = Vec::new();
-    if !rustlib.join(TARGET).join("lib").is_dir() {
-        missing.push(format!(
-            "the Rust standard library for {TARGET} (rustup target add {TARGET})"
-        ));
-    }
+    let why = format!("the edge smoke test builds for {TARGET} and runs it under {QEMU}");
+    tools::require_rust_target(TARGET, &why);
     // .cargo/config.toml links the target with rust-lld; rustup ships it
     // in lib/rustlib/<host>/bin of every toolchain.
+    let rustlib = tools::rustc_sysroot()
+        .unwrap_or_default()
+        .join("lib/rustlib");
     let has_lld = fs::read_dir(&rustlib).is_ok_and(|d| {
         d.filter_map(Result::ok)
             .any(|e| e.path().join("bin/rust-lld").is_file())
     });
-    if !has_lld {
-        missing.push(format!(
-            "rust-lld, the linker .cargo/config.toml names (it comes with a rustup toolchain; \
-             none under {})",
-            rustlib.display()
-        ));
+    assert!(
+        has_lld,
+        "rust-lld, the linker .cargo/config.toml names, is missing: it comes with a rustup \
+         toolchain (none under {}); reinstall the toolchain with rustup",
+        rustlib.display()
+    );
+    let mut missing = Vec::new();
+    if tools::which(cc).is_none() {
+        let install = match cc {
+            "clang" => tools::install_command("clang"),
+            _ => format!("apt-get install clang, or set {CC_VAR} to a C compiler for {TARGET}"),
+        };
+        missing.push(tools::missing(cc, &install));
     }
-    if !on_path(cc) {
-        missing.push(format!(
-            "{cc}, which compiles ring's C and assembly for {TARGET} \
-             (Debian: apt-get install clang; or set {CC_VAR})"
-        ));
-    }
-    if !on_path(QEMU) {
-        missing.push(format!(
-            "{QEMU}, which runs the binary (Debian: apt-get install qemu-user-static)"
-        ));
+    if tools::which(QEMU).is_none() {
+        missing.push(tools::missing(QEMU, &tools::install_command(QEMU)));
     }
     assert!(
         missing.is_empty(),
-        "the edge smoke test cannot run; missing:\n  - {}\nRun .ci/setup as root to install them all.",
+        "the edge smoke test cannot run ({why}):\n  - {}",
         missing.join("\n  - ")
     );
 }

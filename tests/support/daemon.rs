@@ -40,16 +40,49 @@ pub struct Output(Arc<(Mutex<String>, Condvar)>);
 
 impl Output {
     fn collect(&self, r: impl std::io::Read + Send + 'static) {
-        let me = self.clone();
+        Output::collect_into(r, vec![self.clone()]);
+    }
+
+    /// Appends each line of `r` to every one of `outs`.
+    fn collect_into(r: impl std::io::Read + Send + 'static, outs: Vec<Output>) {
         std::thread::spawn(move || {
             for line in BufReader::new(r).lines().map_while(Result::ok) {
-                let (m, cv) = &*me.0;
-                let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
-                s.push_str(&line);
-                s.push('\n');
-                cv.notify_all();
+                for out in &outs {
+                    let (m, cv) = &*out.0;
+                    let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
+                    s.push_str(&line);
+                    s.push('\n');
+                    cv.notify_all();
+                }
             }
         });
+    }
+
+    /// Waits until `find` finds something in the output; returns it.
+    pub fn wait_match<T>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        find: impl Fn(&str) -> Option<T>,
+    ) -> T {
+        let (m, cv) = &*self.0;
+        let end = Instant::now() + deadline;
+        let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(v) = find(&s) {
+                return v;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let text = s.clone();
+                drop(s); // a panic while holding the lock would poison it
+                panic!("timed out waiting for {what} in output:\n{text}");
+            }
+            s = cv
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     pub fn text(&self) -> String {
@@ -175,12 +208,29 @@ pub fn event(kind: &str, title: &str) -> String {
 /// A running `cctelegram` process; killed on drop.
 pub struct Daemon {
     pub child: Child,
+    /// stdout and stderr, interleaved by line.
     pub out: Output,
+    /// stdout alone.
+    pub stdout: Output,
 }
 
 impl Daemon {
     pub fn spawn(args: &[&str]) -> Daemon {
         Daemon::spawn_with(BIN, &[], args)
+    }
+
+    /// The binary with `args`, these environment variables set on top of
+    /// the test's (HOME, TELEGRAM_API_URL...), and stdin a pipe the test
+    /// may write to (`child.stdin`).
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("TELEGRAM_BOT_TOKEN")
+            .env_remove("CCTELEGRAM_CONFIG")
+            .env("CCTELEGRAM_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped());
+        Daemon::start_cmd(cmd)
     }
 
     /// Runs `program` with `prefix` then `args` as its arguments: another
@@ -190,21 +240,46 @@ impl Daemon {
         prefix: &[&std::ffi::OsStr],
         args: &[&str],
     ) -> Daemon {
-        let mut child = Command::new(program)
-            .args(prefix)
+        let mut cmd = Command::new(program);
+        cmd.args(prefix)
             .args(args)
             .env_remove("TELEGRAM_BOT_TOKEN")
             .env_remove("CCTELEGRAM_CONFIG")
             .env("CCTELEGRAM_LOG", "info")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        Daemon::start_cmd(cmd)
+    }
+
+    fn start_cmd(mut cmd: Command) -> Daemon {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start cctelegram (or its emulator)");
-        let out = Output::default();
-        out.collect(child.stdout.take().unwrap());
+        let (out, stdout) = (Output::default(), Output::default());
+        Output::collect_into(
+            child.stdout.take().unwrap(),
+            vec![out.clone(), stdout.clone()],
+        );
         out.collect(child.stderr.take().unwrap());
-        Daemon { child, out }
+        Daemon { child, out, stdout }
+    }
+
+    /// Waits for the process to exit; its exit code. Panics after `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> i32 {
+        let end = Instant::now() + deadline;
+        // std has no wait with a timeout; the exit is observed every 10 ms.
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < end,
+                "still running after {deadline:?}; output:\n{}",
+                self.out.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `kill -9`: no chance to clean up.

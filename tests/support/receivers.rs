@@ -26,13 +26,16 @@
 //! The external receivers need `node` with the `express` package (`npm ci
 //! --prefix tests/receivers`) and `python3` with `flask` and
 //! `standardwebhooks` (`pip install -r tests/receivers/requirements.txt`).
-//! When one is missing the test fails and says what to install: it never
-//! skips.
+//! When one is missing the test fails and says what to install (`tools.rs`):
+//! it never skips.
 #![allow(dead_code)]
 
 #[allow(clippy::duplicate_mod)]
 #[path = "http.rs"]
 pub mod http;
+#[allow(clippy::duplicate_mod)]
+#[path = "tools.rs"]
+pub mod tools;
 
 use http::{Request, Response};
 use ring::hmac;
@@ -170,16 +173,13 @@ impl Kind {
         }
     }
 
-    fn install_hint(self) -> &'static str {
+    /// Panics, naming the install command, unless its program and packages are there.
+    fn require(self) {
+        let why = format!("the {self:?} webhook receiver");
         match self {
-            Kind::Express => {
-                "it needs node (Debian: apt-get install -y nodejs npm) and the express \
-                 package: npm ci --prefix tests/receivers (run from the crate root)"
-            }
-            Kind::Flask | Kind::Standard => {
-                "it needs python3 (Debian: apt-get install -y python3 python3-pip) and \
-                 its packages: pip install -r tests/receivers/requirements.txt"
-            }
+            Kind::Express => tools::require_node_package("express", &why),
+            Kind::Flask => tools::require_python_module("flask", &why),
+            Kind::Standard => tools::require_python_module("standardwebhooks", &why),
         }
     }
 
@@ -224,8 +224,9 @@ impl External {
     /// Starts `kind` with `CCTELEGRAM_WEBHOOK_SECRET=secret` (no NUL bytes)
     /// and waits until it accepts connections.
     pub fn start(kind: Kind, secret: &str) -> External {
+        kind.require();
         let (program, args) = kind.command();
-        let hint = kind.install_hint();
+        let hint = "run `tests/run` as root to install the receivers' packages";
         let mut child = Command::new(program)
             .args(&args)
             .current_dir(receivers_dir())

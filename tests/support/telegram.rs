@@ -9,7 +9,7 @@
 //! pass against Telegram.
 //!
 //! Include it with `#[path = "support/telegram.rs"] mod telegram;` from a
-//! test, or `#[path = "../tests/support/telegram.rs"]` from an example: the
+//! test, or `#[path = "../../tests/support/telegram.rs"]` from examples/demo/: the
 //! `#[path]` below resolves next to this file in both cases, because a file
 //! loaded through `#[path]` owns its directory, like a `mod.rs`.
 #![allow(dead_code)]
@@ -108,6 +108,8 @@ pub struct State {
     bot_id: i64,
     faults: HashMap<String, VecDeque<ApiErr>>,
     unknown_chats: HashSet<String>,
+    /// Well-formed tokens Telegram does not know (revoked, or never issued).
+    refused_tokens: HashSet<String>,
     down: bool,
     slow: Duration,
     conflict: bool,
@@ -386,6 +388,9 @@ impl Shared {
         let bot_id = token_bot_id(token).ok_or_else(|| api_err(401, "Unauthorized"))?;
         canonical(method).ok_or_else(|| api_err(404, "Not Found"))?;
         let mut st = self.lock();
+        if st.refused_tokens.contains(token) {
+            return Err(api_err(401, "Unauthorized"));
+        }
         st.bot_id = bot_id;
         if let Some(fault) = st.faults.get_mut(method).and_then(VecDeque::pop_front) {
             return Err(fault);
@@ -566,6 +571,11 @@ impl FakeTelegram {
     pub fn set_conflict(&self, conflict: bool) {
         self.lock().conflict = conflict;
         self.shared.changed.notify_all();
+    }
+
+    /// Every call with this token answers 401 Unauthorized, as for a revoked token.
+    pub fn refuse_token(&self, token: &str) {
+        self.lock().refused_tokens.insert(token.to_string());
     }
 
     /// Requests for this chat answer "chat not found".

@@ -1,14 +1,24 @@
 //! `cargo run --example demo`: cctelegram end to end, no Telegram account needed.
 //!
 //! It starts a stand-in for the Telegram Bot API on 127.0.0.1 (the fake the
-//! integration tests use, `tests/support/telegram.rs`), runs the real daemon
-//! (`cctelegram::daemon::run`) on a thread against it over real HTTP, drops
-//! event files into its events directory the way a script would, and prints
-//! what a phone would show. The daemon's own log lines are shown dimmed and
-//! indented under each step. Nothing leaves this machine; the daemon's
-//! directories live in a temporary directory that is removed at the end.
+//! integration tests use, `tests/support/telegram.rs`) and a webhook
+//! receiver, runs the real daemon (`cctelegram::daemon::run`) on a thread
+//! against them over real HTTP, and shows the whole round trip: event files
+//! dropped into its events directory the way a script would, what a phone
+//! would show, a button press and a reply (simulated: the stand-in plays the
+//! phone), the response files written, and every signed webhook arriving at
+//! the receiver, which verifies both signature schemes with the library's
+//! own code (`cctelegram::webhook::sign`) and refuses a forged one. Telegram
+//! is made unreachable for a moment so that health changes, as it would in
+//! an outage, and the `health_update` webhooks report it.
+//!
+//! The daemon's own log lines are shown dimmed and indented under each step.
+//! Nothing leaves this machine; the daemon's directories live in a temporary
+//! directory that is removed at the end. No colour when stdout is not a
+//! terminal (or with NO_COLOR).
 
-#[path = "../tests/support/telegram.rs"]
+mod receiver;
+#[path = "../../tests/support/telegram.rs"]
 mod telegram;
 
 use std::fmt::Write as _;
@@ -23,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use cctelegram::config::ParseMode;
 use cctelegram::telegram::render;
+use receiver::{Delivery, Receiver};
 use telegram::{FakeTelegram, Sent};
 
 /// How long anything may take before the demo gives up.
@@ -33,6 +44,10 @@ const LOG_GRACE: Duration = Duration::from_secs(2);
 const USER: i64 = 111;
 /// Telegram accepts at most this many characters in one message.
 const TELEGRAM_MAX: usize = 4096;
+/// The webhook secret the daemon signs with and the receiver checks.
+const SECRET: &str = "demo-webhook-secret";
+/// The demo's output fits a terminal this wide.
+const COLUMNS: usize = 100;
 
 // ---- terminal colours (off when piped, or with NO_COLOR) ----
 
@@ -68,6 +83,16 @@ fn red(text: &str) -> String {
 
 fn cyan(text: &str) -> String {
     paint("36", text)
+}
+
+/// `text` cut to `width` characters, with "…" where it was cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 fn heading(text: &str) {
@@ -110,7 +135,7 @@ impl log::Log for DaemonLog {
             log::Level::Error => red("ERROR"),
             level => yellow(&format!("{level:<5}")),
         };
-        let text = dim(&format!("[{module}] {}", r.args()));
+        let text = dim(&fit(&format!("[{module}] {}", r.args()), COLUMNS - 12));
         let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         println!("      {level} {text}");
         lines.push(format!("{} {}", r.target(), r.args()));
@@ -124,10 +149,15 @@ impl log::Log for DaemonLog {
 impl DaemonLog {
     /// Waits up to `within` for a line (`target message`) that `pred` accepts.
     fn wait_for(&self, within: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        self.wait_count(within, 1, pred)
+    }
+
+    /// Waits up to `within` for `n` lines that `pred` accepts.
+    fn wait_count(&self, within: Duration, n: usize, pred: impl Fn(&str) -> bool) -> bool {
         let end = Instant::now() + within;
         let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if lines.iter().any(|l| pred(l)) {
+            if lines.iter().filter(|l| pred(l)).count() >= n {
                 return true;
             }
             let left = end.saturating_duration_since(Instant::now());
@@ -170,22 +200,22 @@ fn steps() -> Vec<Step> {
         step(
             "task_completion.json",
             "the original system's sample, from examples/events/",
-            include_str!("events/task_completion.json"),
+            include_str!("../events/task_completion.json"),
         ),
         step(
             "info_notification.json",
             "the original system's sample, from examples/events/",
-            include_str!("events/info_notification.json"),
+            include_str!("../events/info_notification.json"),
         ),
         step(
             "approval_request.json",
             "the original system's sample, from examples/events/: it gets buttons",
-            include_str!("events/approval_request.json"),
+            include_str!("../events/approval_request.json"),
         ),
         step(
             "build_failed.json",
             "compiler output full of <, > and &, and literal <b> tags",
-            include_str!("events/build_failed.json"),
+            include_str!("../events/build_failed.json"),
         ),
         step(
             "nightly_tests.json",
@@ -284,6 +314,57 @@ impl Daemon {
         }
     }
 
+    /// Waits for the first file in `dir` whose name starts with `prefix`;
+    /// its name. Looks every 20 ms, as `wait_file` does.
+    fn wait_response(&mut self, dir: &Path, prefix: &str) -> Result<String, String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let found = fs::read_dir(dir).ok().and_then(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .find(|n| n.starts_with(prefix) && n.ends_with(".json"))
+            });
+            if let Some(name) = found {
+                return Ok(name);
+            }
+            self.check()?;
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no {prefix}*.json appeared in {} within {} s",
+                    dir.display(),
+                    PATIENCE.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until message `id` has no buttons left (the decision's edit).
+    fn wait_edit(&mut self, fake: &FakeTelegram, id: i64) -> Result<(), String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            // As in wait_messages: a slice on the stand-in's condition
+            // variable, then a look at whether the daemon is alive.
+            let slice_end = (Instant::now() + Duration::from_millis(200)).min(deadline);
+            let slice = slice_end.saturating_duration_since(Instant::now());
+            let gone = |st: &telegram::State| {
+                st.current
+                    .get(&id)
+                    .is_some_and(|m| m.reply_markup.is_none())
+            };
+            fake.wait_until(slice + Duration::from_millis(50), "an edit", |st| {
+                gone(st) || Instant::now() >= slice_end
+            });
+            if fake.current(id).is_some_and(|m| m.reply_markup.is_none()) {
+                return Ok(());
+            }
+            self.check()?;
+            if Instant::now() >= deadline {
+                return Err(format!("message {id} kept its buttons after the press"));
+            }
+        }
+    }
+
     /// Waits until `path` exists. There is nothing to sleep on for a file,
     /// so this looks every 20 ms until the deadline.
     fn wait_file(&mut self, path: &Path) -> Result<(), String> {
@@ -305,8 +386,9 @@ impl Daemon {
 
 // ---- the demo ----
 
-fn config_text(api_url: &str, root: &Path) -> String {
+fn config_text(api_url: &str, hooks: &Receiver, root: &Path) -> String {
     let dir = |name: &str| format!("{:?}", root.join(name).display().to_string());
+    let hook = |path: &str| format!("    \"{}\",", hooks.url(path));
     let lines = [
         ("[telegram]".to_string(), ""),
         (
@@ -331,38 +413,88 @@ fn config_text(api_url: &str, root: &Path) -> String {
         ("[limits]".into(), ""),
         (
             "per_chat_per_second = 50".into(),
-            "Telegram allows about 1; 50 keeps the demo quick",
+            "Telegram allows about 1; 50 is quicker",
         ),
         (String::new(), ""),
+        ("[webhook]".into(), ""),
+        (
+            format!("secret = \"{SECRET}\""),
+            "the receiver checks with it too",
+        ),
+        ("endpoints = [".into(), "by the path's end:"),
+        (hook("/webhook/events"), "event_processed"),
+        (hook("/webhook/responses"), "user_response"),
+        (hook("/webhook/health"), "health_update"),
+        ("]".into(), ""),
+        (String::new(), ""),
+        ("[webhook.retry]".into(), ""),
+        ("initial_delay_ms = 200".into(), "default 1000"),
+        (String::new(), ""),
         ("[health]".into(), ""),
+        (
+            "interval_seconds = 1".into(),
+            "default 30; so an outage shows at once",
+        ),
+        (
+            "memory_threshold_mb = 512".into(),
+            "a debug build is bigger than a release",
+        ),
         ("listen = \"\"".into(), "no HTTP health endpoint"),
     ];
     let mut text = String::new();
     for (setting, comment) in lines {
         let _ = match comment {
             "" => writeln!(text, "{setting}"),
-            _ => writeln!(text, "{setting:<40} # {comment}"),
+            _ => writeln!(text, "{setting:<48} # {comment}"),
         };
     }
     text
 }
 
-fn run(fake: &FakeTelegram, root: &Path) -> Result<(), String> {
+/// Waits for the daemon to log each delivery the receiver accepted, so
+/// that its lines come before the narration's next step.
+fn settle(hooks: &Receiver) {
+    let accepted = hooks
+        .deliveries()
+        .iter()
+        .filter(|d| d.status == 200)
+        .count();
+    LOG.wait_count(LOG_GRACE, accepted, |l| {
+        l.starts_with("cctelegram::webhook") && l.contains(" delivered to ")
+    });
+}
+
+/// The first delivery of `kind` that `pred` accepts, if any.
+fn find(
+    got: &[Delivery],
+    kind: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<Delivery> {
+    got.iter()
+        .find(|d| d.kind == kind && d.status == 200 && pred(&d.json()))
+        .cloned()
+}
+
+fn run(fake: &FakeTelegram, hooks: &Receiver, root: &Path) -> Result<(), String> {
     println!(
         "{}",
-        bold("cctelegram demo: event files in, Telegram messages out")
+        bold("cctelegram demo: event files in, Telegram messages out, answers and webhooks back")
     );
     println!(
         "{}",
         dim(
-            "No Telegram account needed: the real daemon talks HTTP to a stand-in for\n\
-             the Telegram Bot API on this machine, and nothing leaves it."
+            "No Telegram account needed: the real daemon talks HTTP to a stand-in for the\n\
+             Telegram Bot API and to a webhook receiver, both on this machine; nothing leaves it."
         )
     );
 
     heading("Start");
     println!("Stand-in for api.telegram.org listening on {}", fake.url());
-    let text = config_text(&fake.url(), root);
+    println!(
+        "Webhook receiver listening on {}; it verifies both signature schemes",
+        hooks.url("")
+    );
+    let text = config_text(&fake.url(), hooks, root);
     let (cfg, warnings) =
         cctelegram::config::parse(&text).map_err(|e| format!("the demo's config: {e}"))?;
     for w in warnings {
@@ -377,6 +509,7 @@ fn run(fake: &FakeTelegram, root: &Path) -> Result<(), String> {
         }
     }
     let events = cfg.paths.events_dir.clone();
+    let responses = cfg.paths.responses_dir.clone();
     let mode: ParseMode = cfg.telegram.parse_mode;
     println!("Starting cctelegram::daemon::run on a thread:");
     let mut daemon = Daemon {
@@ -401,10 +534,19 @@ fn run(fake: &FakeTelegram, root: &Path) -> Result<(), String> {
                 let parts = render::render(&ev, mode).len();
                 let what = format!("the message(s) for {}", step.name);
                 daemon.wait_messages(fake, before + parts, &what)?;
-                // "delivered" is logged just after Telegram's answer.
+                // "delivered" is logged just after Telegram's answer, and
+                // the event_processed webhook follows.
                 LOG.wait_for(LOG_GRACE, |l| {
                     l.starts_with("cctelegram::telegram") && l.contains(&ev.event_id)
                 });
+                let what = format!("the event_processed webhook for {}", step.name);
+                hooks.wait_for(PATIENCE, &what, |got| {
+                    find(got, "event_processed", |v| {
+                        v["event"]["id"] == ev.event_id.as_str()
+                            && v["event"]["status"] == "delivered"
+                    })
+                })?;
+                settle(hooks);
                 Outcome::Sent(fake.messages().split_off(before))
             }
             Err(_) => {
@@ -431,17 +573,267 @@ fn run(fake: &FakeTelegram, root: &Path) -> Result<(), String> {
         show_message(m);
     }
 
+    let answers = answer_on_the_phone(fake, hooks, &mut daemon, &messages, &responses)?;
+    show_response_files(&responses, root)?;
+    let health = outage(fake, hooks)?;
+    let forged = forge(hooks, &answers.press)?;
+
     heading("Checked");
     for (step, outcome) in &outcomes {
         check(step, outcome, root)?;
     }
+    let ok = green("✓");
+    println!(
+        "  {ok} the press and the reply became response files in responses/ and user_response webhooks"
+    );
+    let got = hooks.deliveries();
+    let verified: Vec<&Delivery> = got.iter().filter(|d| d.status == 200).collect();
+    let count = |kind: &str| verified.iter().filter(|d| d.kind == kind).count();
+    let sent = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Sent(_)))
+        .count();
+    if count("event_processed") < sent || count("user_response") < 2 || count("health_update") < 2 {
+        return Err(format!(
+            "the receiver verified too few webhooks: {} event_processed (want {sent}), \
+             {} user_response (want 2), {} health_update (want 2)",
+            count("event_processed"),
+            count("user_response"),
+            count("health_update")
+        ));
+    }
+    println!(
+        "  {ok} {} webhooks verified under both signature schemes: {} event_processed,",
+        verified.len(),
+        count("event_processed")
+    );
+    println!(
+        "    {} user_response, {} health_update ({})",
+        count("user_response"),
+        count("health_update"),
+        health.join(", then ")
+    );
+    println!(
+        "  {ok} the forged delivery was refused with {}:",
+        forged.status
+    );
+    println!("    {}", fit(&forged.refused, COLUMNS - 4));
 
     heading("Next: the real thing");
-    println!("  1. Make a bot with @BotFather and note your numeric Telegram user id.");
-    println!("  2. TELEGRAM_BOT_TOKEN=... TELEGRAM_ALLOWED_USERS=<your id> cargo run -- run");
+    println!("  1. Make a bot with @BotFather (/newbot), then pair your phone with it:");
+    println!("       cargo run -- init            (asks for the token; writes ~/.cc_telegram/config.toml)");
+    println!("  2. cargo run -- run");
     println!("  3. In another shell: cargo run -- send --type task_completion --title 'Hello'");
     println!("     or copy any file from examples/events/ into ~/.cc_telegram/events/");
     Ok(())
+}
+
+/// What the simulated phone sent.
+struct Answers {
+    /// The user_response webhook of the button press.
+    press: Delivery,
+}
+
+/// Simulates a tap on the approval's first button and a reply to the build
+/// failure, and waits for their response files and webhooks.
+fn answer_on_the_phone(
+    fake: &FakeTelegram,
+    hooks: &Receiver,
+    daemon: &mut Daemon,
+    messages: &[Sent],
+    responses: &Path,
+) -> Result<Answers, String> {
+    heading("On the phone (simulated: the stand-in plays the user): a tap, then a reply");
+    let approval = messages
+        .iter()
+        .find(|m| m.reply_markup.is_some())
+        .ok_or("no message with buttons was sent")?;
+    let button = &approval
+        .reply_markup
+        .as_ref()
+        .and_then(|k| k["inline_keyboard"][0][0].as_object().cloned())
+        .ok_or("the approval has no first button")?;
+    let label = button["text"].as_str().unwrap_or("?");
+    let data = button["callback_data"].as_str().unwrap_or("");
+    println!(
+        "\n{} {} taps [ {label} ] on message {}",
+        cyan("▸"),
+        bold(&format!("Simulated: user {USER}")),
+        approval.message_id
+    );
+    println!("  {}", dim(&format!("callback_data {data:?}")));
+    fake.press(USER, "demo_user", approval.message_id, USER, data);
+    let file = daemon.wait_response(responses, "telegram_callback_")?;
+    hooks.wait_for(PATIENCE, "the user_response webhook of the press", |got| {
+        find(got, "user_response", |v| {
+            v["response"]["callback_data"] == data
+        })
+    })?;
+    settle(hooks);
+    // The message's edit follows the file; wait for the buttons to go.
+    daemon.wait_edit(fake, approval.message_id)?;
+    println!("  response file: {}", bold(&file));
+    println!("  The message now, buttons gone and the decision added:");
+    if let Some(now) = fake.current(approval.message_id) {
+        show_message(&now);
+    }
+    let press = hooks
+        .deliveries()
+        .into_iter()
+        .find(|d| d.kind == "user_response" && d.json()["response"]["callback_data"] == data)
+        .ok_or("the press's webhook went missing")?;
+
+    let failure = messages
+        .iter()
+        .find(|m| m.text.contains("<b>"))
+        .unwrap_or(&messages[0]);
+    let text = "Looking at it now; the fix goes in before lunch.";
+    println!(
+        "\n{} {} replies to message {}: {text:?}",
+        cyan("▸"),
+        bold(&format!("Simulated: user {USER}")),
+        failure.message_id
+    );
+    fake.user_message(USER, "demo_user", USER, text, Some(failure.message_id));
+    let file = daemon.wait_response(responses, "telegram_response_")?;
+    hooks.wait_for(PATIENCE, "the user_response webhook of the reply", |got| {
+        find(got, "user_response", |v| {
+            v["response"]["message"]["text"] == text
+        })
+    })?;
+    settle(hooks);
+    println!("  response file: {}", bold(&file));
+    Ok(Answers { press })
+}
+
+/// Prints every response file the daemon wrote, with its mode and content.
+fn show_response_files(responses: &Path, root: &Path) -> Result<(), String> {
+    heading("Response files in responses/, for the program that asked (e.g. an MCP server)");
+    let mut names: Vec<_> = fs::read_dir(responses)
+        .map_err(|e| format!("cannot list {}: {e}", responses.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    for path in names {
+        let text = fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mode = fs::metadata(&path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .unwrap_or(0);
+        let shown = path.strip_prefix(root).unwrap_or(&path);
+        println!(
+            "\n  {} {}",
+            bold(&shown.display().to_string()),
+            dim(&format!("(mode {mode:o})"))
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        for (k, v) in v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| !v.is_null())
+        {
+            println!("    {}", dim(&fit(&format!("{k:<22} {v}"), COLUMNS - 4)));
+        }
+    }
+    Ok(())
+}
+
+/// Makes the stand-in unreachable until health turns unhealthy, then
+/// brings it back until health changes again; returns the alert types.
+fn outage(fake: &FakeTelegram, hooks: &Receiver) -> Result<Vec<String>, String> {
+    heading("Telegram unreachable for a moment: health changes, and says so by webhook");
+    let seen = hooks.deliveries().len();
+    println!(
+        "\n{} The stand-in stops answering (every connection is closed unanswered).",
+        cyan("▸")
+    );
+    fake.set_down(true);
+    let down = hooks.wait_for(PATIENCE, "a health_update webhook", |got| {
+        got[seen..]
+            .iter()
+            .find(|d| d.kind == "health_update" && d.status == 200)
+            .cloned()
+    });
+    let down = match down {
+        Ok(d) => d,
+        Err(e) => {
+            fake.set_down(false);
+            return Err(e);
+        }
+    };
+    settle(hooks);
+    let after = hooks.deliveries().len();
+    println!("\n{} The stand-in answers again.", cyan("▸"));
+    fake.set_down(false);
+    let up = hooks.wait_for(PATIENCE, "the next health_update webhook", |got| {
+        got[after..]
+            .iter()
+            .find(|d| d.kind == "health_update" && d.status == 200)
+            .cloned()
+    })?;
+    settle(hooks);
+    let alert = |d: &Delivery| d.json()["alert_type"].as_str().unwrap_or("?").to_string();
+    for d in [&down, &up] {
+        let v = d.json();
+        println!(
+            "  {}",
+            dim(&fit(
+                &format!(
+                    "{}: {}",
+                    alert(d),
+                    v["alert_message"].as_str().unwrap_or("")
+                ),
+                COLUMNS - 2
+            ))
+        );
+    }
+    Ok(vec![alert(&down), alert(&up)])
+}
+
+/// Sends the receiver a copy of the press's webhook with the choice
+/// changed, under the original signatures; returns what it made of it.
+fn forge(hooks: &Receiver, press: &Delivery) -> Result<Delivery, String> {
+    heading("A forged delivery: the press's webhook with its option changed, same signatures");
+    let body = String::from_utf8_lossy(&press.body).into_owned();
+    let original = press.json()["response"]["callback_data"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let forged_data = match original.split_once('_') {
+        Some((_, rest)) => format!("deny_{rest}"),
+        None => format!("{original}x"),
+    };
+    let forged = body.replace(&original, &forged_data);
+    println!(
+        "\n{} POST {} with callback_data {forged_data:?}",
+        cyan("▸"),
+        press.path
+    );
+    let agent = cctelegram::net::agent(Duration::from_secs(10));
+    let mut req = agent.post(&hooks.url(&press.path));
+    for (k, v) in &press.headers {
+        if k.starts_with("x-cctelegram-") || k.starts_with("webhook-") || k == "content-type" {
+            req = req.header(k.as_str(), v.as_str());
+        }
+    }
+    let seen = hooks.deliveries().len();
+    let resp = req
+        .send(forged.as_bytes())
+        .map_err(|e| format!("cannot send the forgery: {e}"))?;
+    let got = hooks.wait_for(PATIENCE, "the forged delivery", |got| {
+        got.get(seen..)?.iter().find(|d| d.status != 200).cloned()
+    })?;
+    settle(hooks);
+    if resp.status().as_u16() != 401 {
+        return Err(format!(
+            "the receiver answered the forgery with {}",
+            resp.status()
+        ));
+    }
+    Ok(got)
 }
 
 /// One message as a phone shows it: the visible text, then the buttons.
@@ -547,7 +939,7 @@ fn check(step: &Step, outcome: &Outcome, root: &Path) -> Result<(), String> {
                     .lines()
                     .filter(|l| l.contains("&lt;b&gt;"));
                 for line in raw {
-                    println!("      {}", dim(line));
+                    println!("      {}", dim(&fit(line, COLUMNS - 6)));
                 }
             } else {
                 println!("  {ok} {}: delivered, description intact", step.name);
@@ -597,8 +989,9 @@ fn main() -> ExitCode {
         log::set_max_level(log::LevelFilter::Info);
     }
     let fake = FakeTelegram::start();
+    let hooks = Receiver::start(SECRET);
     let result = TempRoot::new().and_then(|root| {
-        let result = run(&fake, &root.0);
+        let result = run(&fake, &hooks, &root.0);
         drop(root);
         result
     });
