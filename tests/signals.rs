@@ -55,7 +55,7 @@ fn stop_in_a_burst(sig: i32, name: &str, n: usize) {
     rec.wait_for(1, WAIT);
     let at = Instant::now();
     d.signal(sig);
-    let code = d.wait_exit(Duration::from_secs(10));
+    let code = d.exit_within(Duration::from_secs(10));
     let took = at.elapsed();
     assert_eq!(
         code,

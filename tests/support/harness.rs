@@ -87,7 +87,7 @@ impl Daemon {
 
     /// Waits up to `deadline` for the process to exit; its exit code, or
     /// `None` if it is still running (or was killed by a signal: -signal).
-    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+    pub fn exit_within(&mut self, deadline: Duration) -> Option<i32> {
         use std::os::unix::process::ExitStatusExt;
         let end = Instant::now() + deadline;
         loop {
