@@ -178,7 +178,11 @@ impl Ingest {
             match self.examine(&path, how, &now_iso, max_bytes) {
                 Outcome::Skip => {}
                 Outcome::Unfinished => look_again = Some(WRITER_GRACE),
-                Outcome::Refuse(why) => self.refuse(&path, &why),
+                Outcome::Refuse(why) => {
+                    if !self.refuse(&path, &why) {
+                        look_again = Some(WRITER_GRACE);
+                    }
+                }
                 Outcome::Duplicate(id) => {
                     log::info!(
                         "{}: event {id} was already accepted; skipped",
@@ -354,8 +358,10 @@ impl Ingest {
         }
     }
 
-    /// Moves a bad file to `failed/` with a `.error` file saying why.
-    fn refuse(&self, path: &Path, why: &Invalid) {
+    /// Moves a bad file to `failed/` with a `.error` file saying why; false
+    /// when that could not be done (the file then stays to be tried again:
+    /// never moved without its reason, never dropped).
+    fn refuse(&self, path: &Path, why: &Invalid) -> bool {
         let name = path
             .file_name()
             .unwrap_or_default()
@@ -376,17 +382,26 @@ impl Ingest {
         );
         let note = format!("{target}.error");
         if let Err(e) = spool::write_atomic(&self.failed_dir, &note, text.as_bytes(), 0o644) {
-            log::error!("{name}: refused ({why}), but the note could not be written: {e}");
+            log::error!("{name}: refused ({why}), but the note could not be written, so it stays and is tried again: {e}");
+            return false;
         }
         match fs::rename(path, self.failed_dir.join(&target)) {
             Ok(()) => {
                 log::warn!("{name}: refused, moved to failed/{target}: {why}");
                 Stats::bump(&self.stats.events_refused);
+                true
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let _ = fs::remove_file(self.failed_dir.join(&note));
+                true
             }
-            Err(e) => log::error!("{name}: refused ({why}) but could not be moved to failed/: {e}"),
+            Err(e) => {
+                log::error!(
+                    "{name}: refused ({why}) but could not be moved to failed/, tried again: {e}"
+                );
+                let _ = fs::remove_file(self.failed_dir.join(&note));
+                false
+            }
         }
     }
 }

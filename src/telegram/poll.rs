@@ -28,6 +28,7 @@ use crate::stats::Stats;
 use crate::telegram::api::{chat_param, Api};
 use crate::telegram::render;
 use crate::telegram::send::{backoff_up_to, clock_hint};
+use crate::telegram::update::{self, Update, User};
 use crate::webhook::deliver::Outbox;
 use crate::webhook::payload;
 
@@ -76,47 +77,21 @@ async fn call(
     smol::unblock(move || api.call(method, &params, timeout)).await
 }
 
-/// Who pressed or wrote, as the Bot API's `from` object has it.
-struct From {
-    id: i64,
-    username: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-}
-
-impl From {
-    fn of(v: &Value) -> Option<From> {
-        Some(From {
-            id: v["id"].as_i64()?,
-            username: v["username"].as_str().map(str::to_string),
-            first_name: v["first_name"].as_str().map(str::to_string),
-            last_name: v["last_name"].as_str().map(str::to_string),
-        })
-    }
-
-    fn user(&self) -> payload::User<'_> {
-        payload::User {
-            id: self.id,
-            username: self.username.as_deref(),
-            first_name: self.first_name.as_deref(),
-            last_name: self.last_name.as_deref(),
-        }
-    }
-
-    fn name(&self) -> String {
-        match (&self.username, &self.first_name) {
-            (Some(u), _) => format!("@{u}"),
-            (None, Some(f)) => f.clone(),
-            (None, None) => format!("user {}", self.id),
-        }
+fn user_payload(u: &User) -> payload::User<'_> {
+    payload::User {
+        id: u.id,
+        username: u.username.as_deref(),
+        first_name: u.first_name.as_deref(),
+        last_name: u.last_name.as_deref(),
     }
 }
 
-fn chat_key(v: &Value) -> String {
-    match &v["id"] {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => String::new(),
+/// How a person is named in logs and notes.
+fn name_of(u: &User) -> String {
+    match (&u.username, &u.first_name) {
+        (Some(n), _) => format!("@{n}"),
+        (None, Some(f)) => f.clone(),
+        (None, None) => format!("user {}", u.id),
     }
 }
 
@@ -130,13 +105,13 @@ impl Poller {
     }
 
     /// Whether `from` is not in `allowed_users` (logged, with the user id).
-    fn stranger(&self, from: &From, what: &str) -> bool {
+    fn stranger(&self, from: &User, what: &str) -> bool {
         let stranger = !self.live.get().telegram.allowed_users.contains(&from.id);
         if stranger {
             log::warn!(
                 "{what} by user {} ({}), who is not in allowed_users: not authorized",
                 from.id,
-                from.name()
+                name_of(from)
             );
         }
         stranger
@@ -203,16 +178,9 @@ impl Poller {
             let Some(polled) = polled.or(stopped).await else {
                 return Ok(());
             };
-            let polled = match polled {
-                Ok(Value::Array(u)) => Ok(u),
-                Ok(other) => {
-                    let text: String = other.to_string().chars().take(200).collect();
-                    Err(Error::Transport(format!(
-                        "getUpdates answered something that is not a list of updates: {text}"
-                    )))
-                }
-                Err(e) => Err(e),
-            };
+            let polled = polled.and_then(|result| {
+                update::parse_all(&result).map_err(|e| Error::Transport(e.to_string()))
+            });
             let updates = match polled {
                 Ok(u) => {
                     if self.stats.polling_conflict.swap(false, Ordering::Relaxed) {
@@ -243,18 +211,28 @@ impl Poller {
             };
             let mut next = offset;
             let mut failed = None;
-            for u in &updates {
-                let Some(id) = u["update_id"].as_i64() else {
-                    continue;
+            for u in updates {
+                let u = match u {
+                    Ok(u) => u,
+                    Err(bad) => {
+                        // Nothing to act on; confirmed so it does not come
+                        // back forever.
+                        log::warn!("{bad}; ignored");
+                        if let Some(id) = bad.update_id.filter(|id| *id >= next) {
+                            next = id + 1;
+                        }
+                        continue;
+                    }
                 };
+                let id = u.update_id();
                 if id < offset {
                     continue;
                 }
-                if let Err(e) = self.handle(id, u).await {
+                if let Err(e) = self.handle(&u).await {
                     failed = Some(e);
                     break;
                 }
-                next = id + 1;
+                next = next.max(id + 1);
             }
             if next != offset {
                 match self.spool.set_offset(next) {
@@ -281,14 +259,12 @@ impl Poller {
     }
 
     /// Handles one update. An error means it must be handled again later.
-    async fn handle(&self, update_id: i64, u: &Value) -> Result<()> {
+    async fn handle(&self, u: &Update) -> Result<()> {
         Stats::bump(&self.stats.updates_received);
-        if let Some(q) = u.get("callback_query") {
-            self.press(update_id, q).await
-        } else if let Some(m) = u.get("message") {
-            self.message(update_id, m).await
-        } else {
-            Ok(())
+        match u {
+            Update::Press(p) => self.press(p).await,
+            Update::Message(m) => self.message(m).await,
+            Update::Other { .. } => Ok(()),
         }
     }
 
@@ -308,25 +284,22 @@ impl Poller {
         })
     }
 
-    async fn reply(&self, chat: &Value, text: &str) {
-        let params = json!({"chat_id": chat["id"], "text": text});
+    async fn reply(&self, chat: &str, text: &str) {
+        let params = json!({"chat_id": chat_param(chat), "text": text});
         if let Err(e) = call(&self.api, "sendMessage", params, CALL_TIMEOUT).await {
-            log::warn!("reply to chat {} failed: {e}", chat_key(chat));
+            log::warn!("reply to chat {chat} failed: {e}");
         }
     }
 
-    async fn press(&self, update_id: i64, q: &Value) -> Result<()> {
-        let query_id = q["id"].as_str().unwrap_or_default();
-        let Some(from) = From::of(&q["from"]) else {
-            return Ok(());
-        };
-        if self.stranger(&from, "button press") {
+    async fn press(&self, p: &update::Press) -> Result<()> {
+        let (update_id, query_id, from) = (p.update_id, p.query_id.as_str(), &p.from);
+        if self.stranger(from, "button press") {
             self.answer(query_id, "Not authorized.").await;
             return Ok(());
         }
-        let data = q["data"].as_str().unwrap_or_default();
-        let chat = chat_key(&q["message"]["chat"]);
-        let message_id = q["message"]["message_id"].as_i64();
+        let data = p.data.as_str();
+        let chat = p.chat.clone().unwrap_or_default();
+        let message_id = p.message_id;
         let resolved = parse_callback(data).and_then(|(key, index, word)| {
             let a = self.approvals.get(&key).ok().flatten()?;
             let options = a.event.options();
@@ -342,7 +315,7 @@ impl Poller {
         let Some((key, label, approval)) = resolved else {
             log::warn!(
                 "button press with unknown callback data {data:?} by {}",
-                from.name()
+                name_of(from)
             );
             self.answer(query_id, "This button is no longer known.")
                 .await;
@@ -360,7 +333,7 @@ impl Poller {
             _ => {
                 log::warn!(
                     "button press by {} with callback data {data:?} on a message that does not carry it: ignored",
-                    from.name()
+                    name_of(from)
                 );
                 self.answer(query_id, "This button is no longer known.")
                     .await;
@@ -397,7 +370,7 @@ impl Poller {
                 title: Some(&a.event.title),
                 options: a.event.options(),
             };
-            self.notify(update_id, Some(&from), &answer, &original)?;
+            self.notify(update_id, Some(from), &answer, &original)?;
             if !self.responses.is_handled(update_id) {
                 let body = json!({
                     "timestamp": clock::iso8601(clock::now_ms()),
@@ -418,7 +391,7 @@ impl Poller {
                 Stats::bump(&self.stats.responses_written);
                 log::info!(
                     "{} chose {label:?} for event {}; wrote {name}",
-                    from.name(),
+                    name_of(from),
                     a.event.event_id
                 );
             }
@@ -484,16 +457,13 @@ impl Poller {
         show_outcome(&self.api, self.mode(), a, note).await
     }
 
-    async fn message(&self, update_id: i64, m: &Value) -> Result<()> {
-        let chat = &m["chat"];
-        let Some(from) = From::of(&m["from"]) else {
-            return Ok(());
-        };
-        if self.stranger(&from, "message") {
+    async fn message(&self, m: &update::Message) -> Result<()> {
+        let (update_id, from, chat) = (m.update_id, &m.from, m.chat.as_str());
+        if self.stranger(from, "message") {
             self.reply(chat, "Not authorized.").await;
             return Ok(());
         }
-        let Some(text) = m["text"].as_str() else {
+        let Some(text) = m.text.as_deref() else {
             self.reply(chat, "Only text messages are recorded.").await;
             return Ok(());
         };
@@ -516,14 +486,14 @@ impl Poller {
             }
             _ => {}
         }
-        let chat_id = chat_key(chat);
-        let reply_to = m["reply_to_message"]["message_id"].as_i64();
+        let chat_id = chat.to_string();
+        let reply_to = m.reply_to;
         let replied = reply_to.and_then(|r| self.spool.event_of_message(&chat_id, r));
         let event_id = replied.as_ref().map(|e| e.event_id.clone());
         let answer = payload::Answer {
             response_id: format!("resp_{update_id}"),
             event_id: event_id.as_deref(),
-            message_id: m["message_id"].as_i64(),
+            message_id: m.message_id,
             text,
             chat_id: &chat_id,
             interaction: "message",
@@ -535,7 +505,7 @@ impl Poller {
             options: Vec::new(),
         };
         // Webhook record first, then the response file; both by update id.
-        self.notify(update_id, Some(&from), &answer, &original)?;
+        self.notify(update_id, Some(from), &answer, &original)?;
         if self.responses.is_handled(update_id) {
             return Ok(());
         }
@@ -556,7 +526,7 @@ impl Poller {
             .responses
             .write("response", from.id, update_id, &body)?;
         Stats::bump(&self.stats.responses_written);
-        log::info!("message from {} recorded as {name}", from.name());
+        log::info!("message from {} recorded as {name}", name_of(from));
         Ok(())
     }
 
@@ -565,11 +535,11 @@ impl Poller {
     fn notify(
         &self,
         update_id: i64,
-        from: Option<&From>,
+        from: Option<&User>,
         answer: &payload::Answer,
         original: &payload::Original,
     ) -> Result<()> {
-        let user = from.map(From::user);
+        let user = from.map(user_payload);
         let p = payload::user_response(
             user.as_ref(),
             answer,
