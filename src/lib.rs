@@ -21,6 +21,7 @@ pub mod event;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod mcp;
 pub mod net;
 pub mod responses;
 pub mod spool;

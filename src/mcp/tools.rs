@@ -1,0 +1,664 @@
+//! The tools of CONTRACT section 8, with the original system's argument
+//! names: their JSON Schemas, argument checks, and what each one does.
+//!
+//! Send tools write event files with [`event::submit`], the writer
+//! `cctelegram send` uses, and return the event id at once: the file waits
+//! in `events_dir` whether or not a daemon runs, so nothing here blocks on
+//! Telegram. Arguments that do not fit the schema are -32602; a tool that
+//! cannot do its work is `isError` with what to do about it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use super::answers::{self, Answer};
+use super::wait::{Cancel, Watch, Woke, MAX_WAIT};
+use super::{bridge, Ctx};
+use crate::event::{self, Draft, CATEGORIES, TYPES};
+
+/// Why a call did not produce a result.
+#[derive(Debug)]
+pub enum Failure {
+    /// The arguments do not fit the schema: JSON-RPC -32602.
+    BadArgs(String),
+    /// The tool ran and failed: `isError: true` with this text.
+    Failed(String),
+    /// `notifications/cancelled` ended it: no answer is sent.
+    Cancelled,
+}
+
+impl From<crate::Error> for Failure {
+    fn from(e: crate::Error) -> Failure {
+        Failure::Failed(match &e {
+            crate::Error::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                format!(
+                    "{e}. On a device, add this user to the cctelegram group \
+                     (usermod -aG cctelegram USER) and log in again"
+                )
+            }
+            _ => e.to_string(),
+        })
+    }
+}
+
+type Out = Result<Value, Failure>;
+
+fn send_output() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "event_id": {"type": "string", "description": "Pass to wait_for_response"},
+            "task_id": {"type": "string"},
+            "type": {"type": "string"},
+            "file": {"type": "string", "description": "The event file written"},
+            "message": {"type": "string"}
+        },
+        "required": ["event_id", "task_id", "type", "file", "message"]
+    })
+}
+
+fn object(props: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": props, "required": required,
+           "additionalProperties": false})
+}
+
+/// The tools, as `tools/list` shows them. `reply` exists in channel mode.
+pub fn list(channel: bool) -> Vec<Value> {
+    let type_names: Vec<&str> = TYPES.iter().map(|t| t.name).collect();
+    let response =
+        json!({"type": "object", "description": "A response file's fields, plus \"file\""});
+    let mut tools = vec![
+        json!({
+            "name": "send_telegram_event",
+            "title": "Send a Telegram event",
+            "description": "Send an event of any of the 47 types (see list_event_types) to Telegram. \
+                Returns its event_id at once; the daemon delivers it, or it waits for the daemon.",
+            "inputSchema": object(json!({
+                "type": {"type": "string", "description": format!("One of: {}", type_names.join(", "))},
+                "title": {"type": "string", "minLength": 1},
+                "description": {"type": "string"},
+                "task_id": {"type": "string", "description": "Groups progress and completion of one task"},
+                "source": {"type": "string", "description": "Who sends it (default claude-code)"},
+                "data": {"type": "object", "description": "Extra fields, e.g. priority, severity, attachments"}
+            }), &["type", "title"]),
+            "outputSchema": send_output()
+        }),
+        json!({
+            "name": "send_telegram_message",
+            "title": "Send a Telegram message",
+            "description": "Send a plain text message to the Telegram chat.",
+            "inputSchema": object(json!({"message": {"type": "string", "minLength": 1}}), &["message"]),
+            "outputSchema": send_output()
+        }),
+        json!({
+            "name": "send_task_completion",
+            "title": "Report a finished task",
+            "description": "Tell the chat a task is done, with its results, files and duration.",
+            "inputSchema": object(json!({
+                "task_id": {"type": "string", "minLength": 1},
+                "title": {"type": "string", "minLength": 1},
+                "results": {"type": "string"},
+                "files_affected": {"type": "array", "items": {"type": "string"}},
+                "duration_ms": {"type": "number", "minimum": 0}
+            }), &["task_id", "title"]),
+            "outputSchema": send_output()
+        }),
+        json!({
+            "name": "send_performance_alert",
+            "title": "Send a performance alert",
+            "description": "Alert the chat that a measurement crossed its threshold; critical rings even when muted.",
+            "inputSchema": object(json!({
+                "title": {"type": "string", "minLength": 1},
+                "current_value": {"type": "number"},
+                "threshold": {"type": "number"},
+                "severity": {"type": "string", "enum": ["low", "medium", "high", "critical"]}
+            }), &["title", "current_value", "threshold"]),
+            "outputSchema": send_output()
+        }),
+        json!({
+            "name": "send_approval_request",
+            "title": "Ask for approval",
+            "description": "Ask the chat a question with one button per option (default Approve, Deny). \
+                Returns the event_id; wait_for_response returns the press, or the expiry after timeout_minutes.",
+            "inputSchema": object(json!({
+                "title": {"type": "string", "minLength": 1},
+                "description": {"type": "string", "minLength": 1},
+                "options": {"type": "array", "items": {"type": "string", "minLength": 1},
+                            "minItems": 1, "maxItems": 20},
+                "timeout_minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": 10080}
+            }), &["title", "description"]),
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "event_id": {"type": "string"},
+                    "task_id": {"type": "string"},
+                    "type": {"type": "string"},
+                    "file": {"type": "string"},
+                    "message": {"type": "string"},
+                    "options": {"type": "array", "items": {"type": "string"}},
+                    "timeout_minutes": {"type": ["number", "null"]}
+                },
+                "required": ["event_id", "task_id", "type", "file", "message", "options", "timeout_minutes"]
+            }
+        }),
+        json!({
+            "name": "get_telegram_responses",
+            "title": "Read recent responses",
+            "description": "The latest response files (presses, replies, expiries), newest first.",
+            "inputSchema": object(json!({"limit": {"type": "integer", "minimum": 1, "maximum": 1000}}), &[]),
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "count": {"type": "integer"},
+                    "total": {"type": "integer"},
+                    "responses": {"type": "array", "items": response}
+                },
+                "required": ["count", "total", "responses"]
+            }
+        }),
+        json!({
+            "name": "process_pending_responses",
+            "title": "Decisions of the last minutes",
+            "description": "The approval decisions (presses and expiries) of the last since_minutes (default 10), newest first, \
+                each with event_id, task_id, option and who decided.",
+            "inputSchema": object(json!({"since_minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": 525600}}), &[]),
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "since_minutes": {"type": "number"},
+                    "count": {"type": "integer"},
+                    "decisions": {"type": "array", "items": {
+                        "type": "object",
+                        "properties": {
+                            "event_id": {"type": "string"},
+                            "task_id": {"type": "string"},
+                            "option": {"type": ["string", "null"]},
+                            "decision": {"type": "string", "enum": ["chosen", "expired"]}
+                        },
+                        "required": ["event_id", "task_id", "option", "decision"]
+                    }}
+                },
+                "required": ["since_minutes", "count", "decisions"]
+            }
+        }),
+        json!({
+            "name": "clear_old_responses",
+            "title": "Delete old response files",
+            "description": "Delete response files older than older_than_hours (default 24). Only response files.",
+            "inputSchema": object(json!({"older_than_hours": {"type": "number", "minimum": 0}}), &[]),
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "older_than_hours": {"type": "number"},
+                    "deleted": {"type": "integer"},
+                    "kept": {"type": "integer"}
+                },
+                "required": ["older_than_hours", "deleted", "kept"]
+            }
+        }),
+        json!({
+            "name": "get_bridge_status",
+            "title": "Is the daemon running?",
+            "description": "The running cctelegram daemon's health (its /health), or plainly that it is not running.",
+            "inputSchema": object(json!({}), &[]),
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "running": {"type": "boolean"},
+                    "url": {"type": ["string", "null"]},
+                    "status": {"type": "string"},
+                    "message": {"type": "string"},
+                    "health": {"type": "object"}
+                },
+                "required": ["running", "url", "status", "message"]
+            }
+        }),
+        json!({
+            "name": "list_event_types",
+            "title": "List the event types",
+            "description": "All 47 event types with their category and description, or one category's.",
+            "inputSchema": object(json!({"category": {"type": "string", "enum": CATEGORIES}}), &[]),
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "count": {"type": "integer"},
+                    "categories": {"type": "array", "items": {"type": "string"}},
+                    "types": {"type": "array", "items": {
+                        "type": "object",
+                        "properties": {
+                            "type": {"type": "string"},
+                            "category": {"type": "string"},
+                            "description": {"type": "string"}
+                        },
+                        "required": ["type", "category", "description"]
+                    }}
+                },
+                "required": ["count", "categories", "types"]
+            }
+        }),
+        json!({
+            "name": "wait_for_response",
+            "title": "Wait for the answer to an event",
+            "description": "Wait up to timeout_seconds (default 60, at most 600) for the first response to event_id: \
+                a press, a reply or an expiry. Returns at once if it is already there.",
+            "inputSchema": object(json!({
+                "event_id": {"type": "string", "minLength": 1},
+                "timeout_seconds": {"type": "number", "minimum": 0, "maximum": 600}
+            }), &["event_id"]),
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "answered": {"type": "boolean"},
+                    "event_id": {"type": "string"},
+                    "response": {"type": ["object", "null"]},
+                    "message": {"type": "string"},
+                    "waited_ms": {"type": "integer"}
+                },
+                "required": ["answered", "event_id", "response", "message", "waited_ms"]
+            }
+        }),
+    ];
+    if channel {
+        tools.push(json!({
+            "name": "reply",
+            "title": "Reply in the Telegram chat",
+            "description": "Send text to the Telegram chat this channel bridges.",
+            "inputSchema": object(json!({"text": {"type": "string", "minLength": 1}}), &["text"]),
+            "outputSchema": send_output()
+        }));
+    }
+    tools
+}
+
+/// Typed access to one call's arguments; every miss is -32602 naming the field.
+struct Args<'a> {
+    tool: &'a str,
+    m: &'a Map<String, Value>,
+}
+
+impl<'a> Args<'a> {
+    fn bad(&self, why: String) -> Failure {
+        Failure::BadArgs(format!("{}: {why}", self.tool))
+    }
+
+    fn only(&self, known: &[&str]) -> Result<(), Failure> {
+        match self.m.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(self.bad(format!(
+                "unknown argument \"{k}\"; it takes {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn opt_str(&self, k: &str) -> Result<Option<String>, Failure> {
+        match self.m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.bad(format!("\"{k}\" must be a string"))),
+        }
+    }
+
+    fn req_str(&self, k: &str) -> Result<String, Failure> {
+        match self.opt_str(k)? {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            Some(_) => Err(self.bad(format!("\"{k}\" is empty; give it a value"))),
+            None => Err(self.bad(format!("\"{k}\" is required"))),
+        }
+    }
+
+    fn opt_num(&self, k: &str, min: f64, max: f64) -> Result<Option<f64>, Failure> {
+        match self.m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(x) if x >= min && x <= max => Ok(Some(x)),
+                _ => Err(self.bad(format!("\"{k}\" must be between {min} and {max}"))),
+            },
+            Some(_) => Err(self.bad(format!("\"{k}\" must be a number"))),
+        }
+    }
+
+    fn req_num(&self, k: &str) -> Result<f64, Failure> {
+        self.opt_num(k, f64::MIN, f64::MAX)?
+            .ok_or_else(|| self.bad(format!("\"{k}\" is required")))
+    }
+
+    fn opt_list(&self, k: &str) -> Result<Option<Vec<String>>, Failure> {
+        match self.m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| match i.as_str() {
+                    Some(s) if !s.trim().is_empty() => Ok(s.to_string()),
+                    _ => Err(self.bad(format!("\"{k}\" must be a list of non-empty strings"))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(self.bad(format!("\"{k}\" must be a list of strings"))),
+        }
+    }
+
+    fn opt_obj(&self, k: &str) -> Result<Option<Map<String, Value>>, Failure> {
+        match self.m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(o)) => Ok(Some(o.clone())),
+            Some(_) => Err(self.bad(format!("\"{k}\" must be an object"))),
+        }
+    }
+}
+
+/// Runs tool `name`. `cancel` ends a wait early.
+pub fn call(ctx: &Ctx, name: &str, args: &Map<String, Value>, cancel: Option<&Cancel>) -> Out {
+    let a = Args {
+        tool: name,
+        m: args,
+    };
+    match name {
+        "send_telegram_event" => {
+            a.only(&["type", "title", "description", "task_id", "source", "data"])?;
+            let draft = Draft {
+                kind: a.req_str("type")?,
+                title: a.req_str("title")?,
+                description: a.opt_str("description")?.unwrap_or_default(),
+                task_id: a.opt_str("task_id")?,
+                source: a.opt_str("source")?.unwrap_or_else(|| "claude-code".into()),
+                data: a.opt_obj("data")?.unwrap_or_default(),
+                ..Default::default()
+            };
+            send(ctx, draft)
+        }
+        "send_telegram_message" => {
+            a.only(&["message"])?;
+            send(
+                ctx,
+                message("Claude Code", a.req_str("message")?, "claude-code"),
+            )
+        }
+        "reply" if ctx.channel => {
+            a.only(&["text"])?;
+            send(
+                ctx,
+                message("Claude", a.req_str("text")?, "claude-code-channel"),
+            )
+        }
+        "send_task_completion" => {
+            a.only(&[
+                "task_id",
+                "title",
+                "results",
+                "files_affected",
+                "duration_ms",
+            ])?;
+            let mut data = Map::new();
+            data.insert("status".into(), json!("completed"));
+            let results = a.opt_str("results")?;
+            if let Some(r) = &results {
+                data.insert("results".into(), json!(r));
+            }
+            if let Some(f) = a.opt_list("files_affected")? {
+                data.insert("files_affected".into(), json!(f));
+            }
+            if let Some(d) = a.opt_num("duration_ms", 0.0, f64::MAX)? {
+                data.insert("duration_ms".into(), json!(d));
+            }
+            send(
+                ctx,
+                Draft {
+                    kind: "task_completion".into(),
+                    title: a.req_str("title")?,
+                    description: results.unwrap_or_default(),
+                    task_id: Some(a.req_str("task_id")?),
+                    source: "claude-code".into(),
+                    data,
+                    ..Default::default()
+                },
+            )
+        }
+        "send_performance_alert" => {
+            a.only(&["title", "current_value", "threshold", "severity"])?;
+            let (current, threshold) = (a.req_num("current_value")?, a.req_num("threshold")?);
+            let severity = a.opt_str("severity")?.unwrap_or_else(|| "medium".into());
+            if !["low", "medium", "high", "critical"].contains(&severity.as_str()) {
+                return Err(a.bad("\"severity\" must be low, medium, high or critical".into()));
+            }
+            let mut data = Map::new();
+            data.insert("current_value".into(), json!(current));
+            data.insert("threshold".into(), json!(threshold));
+            data.insert("severity".into(), json!(severity));
+            send(
+                ctx,
+                Draft {
+                    kind: "performance_alert".into(),
+                    title: a.req_str("title")?,
+                    description: format!("Current value {current} against threshold {threshold}"),
+                    source: "claude-code".into(),
+                    data,
+                    ..Default::default()
+                },
+            )
+        }
+        "send_approval_request" => {
+            a.only(&["title", "description", "options", "timeout_minutes"])?;
+            let title = a.req_str("title")?;
+            let description = a.req_str("description")?;
+            let options = a
+                .opt_list("options")?
+                .unwrap_or_else(|| vec!["Approve".into(), "Deny".into()]);
+            if options.is_empty() || options.len() > 20 {
+                return Err(a.bad("\"options\" must hold 1 to 20 labels".into()));
+            }
+            let timeout = a.opt_num("timeout_minutes", f64::MIN_POSITIVE, 10080.0)?;
+            let mut out = approval(
+                ctx,
+                event::new_id(),
+                title,
+                description,
+                options.clone(),
+                timeout,
+                "claude-code",
+            )?;
+            out["options"] = json!(options);
+            out["timeout_minutes"] = json!(timeout);
+            Ok(out)
+        }
+        "get_telegram_responses" => {
+            a.only(&["limit"])?;
+            let limit = a.opt_num("limit", 1.0, 1000.0)?.unwrap_or(10.0) as usize;
+            let all = answers::all(&ctx.cfg.paths.responses_dir)?;
+            let total = all.len();
+            let responses: Vec<Value> = all.iter().rev().take(limit).map(Answer::to_json).collect();
+            Ok(json!({"count": responses.len(), "total": total, "responses": responses}))
+        }
+        "process_pending_responses" => {
+            a.only(&["since_minutes"])?;
+            let since = a
+                .opt_num("since_minutes", f64::MIN_POSITIVE, 525_600.0)?
+                .unwrap_or(10.0);
+            let cutoff = crate::clock::now_ms().saturating_sub((since * 60_000.0) as u64);
+            let decisions: Vec<Value> = answers::all(&ctx.cfg.paths.responses_dir)?
+                .iter()
+                .rev()
+                .filter(|r| r.written_ms >= cutoff)
+                .filter_map(Answer::decision)
+                .collect();
+            Ok(json!({"since_minutes": since, "count": decisions.len(), "decisions": decisions}))
+        }
+        "clear_old_responses" => {
+            a.only(&["older_than_hours"])?;
+            let hours = a
+                .opt_num("older_than_hours", 0.0, f64::MAX)?
+                .unwrap_or(24.0);
+            let (deleted, kept) = answers::clear_older_than(
+                &ctx.cfg.paths.responses_dir,
+                hours,
+                crate::clock::now_ms(),
+            )?;
+            Ok(json!({"older_than_hours": hours, "deleted": deleted, "kept": kept}))
+        }
+        "get_bridge_status" => {
+            a.only(&[])?;
+            Ok(bridge::status(&ctx.cfg))
+        }
+        "list_event_types" => {
+            a.only(&["category"])?;
+            let category = a.opt_str("category")?;
+            if let Some(c) = category.as_deref().filter(|c| !CATEGORIES.contains(c)) {
+                return Err(a.bad(format!(
+                    "unknown category \"{c}\"; one of {}",
+                    CATEGORIES.join(", ")
+                )));
+            }
+            Ok(event_types(category.as_deref()))
+        }
+        "wait_for_response" => {
+            a.only(&["event_id", "timeout_seconds"])?;
+            let id = a.req_str("event_id")?;
+            let secs = a
+                .opt_num("timeout_seconds", 0.0, MAX_WAIT.as_secs() as f64)?
+                .unwrap_or(60.0);
+            wait_for(ctx, &id, Duration::from_secs_f64(secs), cancel)
+        }
+        other => Err(Failure::BadArgs(format!(
+            "unknown tool \"{other}\"; tools/list shows the tools"
+        ))),
+    }
+}
+
+/// The `event-types` listing, whole or for one category.
+pub fn event_types(category: Option<&str>) -> Value {
+    let types: Vec<Value> = TYPES
+        .iter()
+        .filter(|t| category.is_none_or(|c| t.category == c))
+        .map(|t| json!({"type": t.name, "category": t.category, "description": t.description}))
+        .collect();
+    json!({"count": types.len(), "categories": CATEGORIES, "types": types})
+}
+
+fn message(title: &str, text: String, source: &str) -> Draft {
+    Draft {
+        kind: "info_notification".into(),
+        title: title.into(),
+        description: text,
+        source: source.into(),
+        ..Default::default()
+    }
+}
+
+/// Writes an approval request whose event id is also its task id, so a
+/// press's response file and an expiry both name the id returned here.
+pub fn approval(
+    ctx: &Ctx,
+    id: String,
+    title: String,
+    description: String,
+    options: Vec<String>,
+    timeout_minutes: Option<f64>,
+    source: &str,
+) -> Out {
+    let mut data = Map::new();
+    data.insert("approval_prompt".into(), json!(description));
+    data.insert("options".into(), json!(options));
+    data.insert("requires_response".into(), json!(true));
+    if let Some(t) = timeout_minutes {
+        data.insert("timeout_minutes".into(), json!(t));
+    }
+    send(
+        ctx,
+        Draft {
+            kind: "approval_request".into(),
+            title,
+            description,
+            event_id: Some(id.clone()),
+            task_id: Some(id),
+            source: source.into(),
+            data,
+        },
+    )
+}
+
+fn send(ctx: &Ctx, draft: Draft) -> Out {
+    let dir = &ctx.cfg.paths.events_dir;
+    // The daemon creates it at start; a writer that comes first makes it,
+    // so the event waits for the daemon instead of being lost.
+    crate::spool::ensure_dir(dir)?;
+    let kind = draft.kind.clone();
+    let task = draft.task_id.clone();
+    let id = event::submit(dir, draft)?;
+    let file = dir.join(format!("{id}.json"));
+    log::info!("wrote {}", file.display());
+    Ok(json!({
+        "event_id": id,
+        "task_id": task.unwrap_or_else(|| id.clone()),
+        "type": kind,
+        "file": file.display().to_string(),
+        "message": format!("queued as {id}: the daemon sends it, or it waits in the events directory until one runs"),
+    }))
+}
+
+/// The first response to `event_id`: one already there, else the next
+/// that inotify shows, until `timeout` or a cancel.
+fn wait_for(ctx: &Ctx, event_id: &str, timeout: Duration, cancel: Option<&Cancel>) -> Out {
+    let dir = &ctx.cfg.paths.responses_dir;
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let answered = |r: Answer| {
+        Ok(json!({
+            "answered": true,
+            "event_id": event_id,
+            "message": format!("answered: {}", r.kind()),
+            "response": r.to_json(),
+            "waited_ms": start.elapsed().as_millis() as u64,
+        }))
+    };
+    crate::spool::ensure_dir(dir)?;
+    let mut watch = Watch::new(dir)?;
+    let find = || -> Result<Option<Answer>, Failure> {
+        Ok(answers::all(dir)?
+            .into_iter()
+            .find(|r| r.event_id() == Some(event_id)))
+    };
+    if let Some(r) = find()? {
+        return answered(r);
+    }
+    loop {
+        match watch.next(Some(deadline), cancel)? {
+            Woke::Cancelled => {
+                log::info!(
+                    "wait_for_response {event_id}: cancelled after {} ms",
+                    start.elapsed().as_millis()
+                );
+                return Err(Failure::Cancelled);
+            }
+            Woke::TimedOut => {
+                return Ok(json!({
+                    "answered": false,
+                    "event_id": event_id,
+                    "response": null,
+                    "message": format!("no answer yet after {} s; call wait_for_response again to keep waiting",
+                                       timeout.as_secs()),
+                    "waited_ms": start.elapsed().as_millis() as u64,
+                }))
+            }
+            Woke::Rescan => {
+                if let Some(r) = find()? {
+                    return answered(r);
+                }
+            }
+            Woke::Names(names) => {
+                for n in names {
+                    if let Some(r) = answers::read(dir, &n.to_string_lossy()) {
+                        if r.event_id() == Some(event_id) {
+                            return answered(r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
