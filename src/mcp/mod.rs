@@ -117,6 +117,7 @@ pub fn serve(cfg: Config, channel: bool) -> Result<()> {
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut buf = Vec::new();
+    let mut calls = Vec::new();
     loop {
         buf.clear();
         match input.read_until(b'\n', &mut buf) {
@@ -139,8 +140,21 @@ pub fn serve(cfg: Config, channel: bool) -> Result<()> {
             }
             Incoming::Response => {}
             Incoming::Notification { method, params } => notified(&ctx, &method, &params),
-            Incoming::Request { id, method, params } => request(&ctx, id, method, params),
+            Incoming::Request { id, method, params } => {
+                if let Some(t) = request(&ctx, id, method, params) {
+                    calls.push(t);
+                }
+                calls.retain(|t| !t.is_finished());
+            }
         }
+    }
+    // The client has gone: waits end now, quick calls still write their
+    // answer (a client that pipes requests and closes stdin gets them all).
+    for c in lock(&ctx.running).values() {
+        c.cancel();
+    }
+    for t in calls {
+        let _ = t.join();
     }
     log::info!("standard input closed; MCP server done");
     Ok(())
@@ -163,23 +177,33 @@ fn notified(ctx: &Ctx, method: &str, params: &Value) {
     }
 }
 
-fn request(ctx: &Arc<Ctx>, id: Value, method: String, params: Value) {
+/// Answers a request; a `tools/call` runs on the thread returned.
+fn request(
+    ctx: &Arc<Ctx>,
+    id: Value,
+    method: String,
+    params: Value,
+) -> Option<std::thread::JoinHandle<()>> {
     let era = match protocol::era_of(&method, &params, lock(&ctx.negotiated).as_deref()) {
         Ok(e) => e,
-        Err(e) => return ctx.send(&protocol::error_response(&id, &e)),
+        Err(e) => {
+            ctx.send(&protocol::error_response(&id, &e));
+            return None;
+        }
     };
     if method == "tools/call" {
         let cancel = match Cancel::new() {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 let err = RpcError::new(protocol::INTERNAL_ERROR, e.to_string());
-                return ctx.send(&protocol::error_response(&id, &err));
+                ctx.send(&protocol::error_response(&id, &err));
+                return None;
             }
         };
         let key = id.to_string();
         lock(&ctx.running).insert(key.clone(), cancel.clone());
         let ctx = ctx.clone();
-        std::thread::spawn(move || {
+        return Some(std::thread::spawn(move || {
             let answer = call_tool(&ctx, &params, &cancel);
             lock(&ctx.running).remove(&key);
             match answer {
@@ -191,8 +215,7 @@ fn request(ctx: &Arc<Ctx>, id: Value, method: String, params: Value) {
                 Err(e) if e.code == CANCELLED => {}
                 Err(e) => ctx.send(&protocol::error_response(&id, &e)),
             }
-        });
-        return;
+        }));
     }
     let answer = match method.as_str() {
         "initialize" => {
@@ -242,6 +265,7 @@ fn request(ctx: &Arc<Ctx>, id: Value, method: String, params: Value) {
         )),
         Err(e) => ctx.send(&protocol::error_response(&id, &e)),
     }
+    None
 }
 
 /// `tools/call`: a result (possibly `isError`), or -32602 for arguments
