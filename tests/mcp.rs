@@ -359,6 +359,16 @@ fn typescript_sdk_calls_every_tool_and_cancels_a_wait() {
     assert_eq!(s.expect("RESPONSES")["count"], 1);
     let cancelled = s.expect("CANCELLED");
     assert!(cancelled["ms"].as_u64().unwrap() < 10_000, "{cancelled}");
+    let short = s.expect("SHORT");
+    assert_eq!(short["options"], json!(["Approve", "Deny"]));
+    assert_eq!(short["timeout_minutes"], 0.02);
+    let asked = message_with(&tg, "Quick question (node)");
+    let labels: Vec<String> = buttons(&asked).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(labels, ["Approve", "Deny"]);
+    let expired = s.expect("EXPIRED");
+    assert_eq!(expired["answered"], true, "{expired}");
+    assert_eq!(expired["response"]["response_type"], "expired");
+    assert_eq!(expired["response"]["event_id"], short["event_id"]);
     assert_eq!(s.expect("BAD_ARGS")["code"], -32602);
     let res = s.expect("RESOURCES");
     assert_eq!(
@@ -368,7 +378,7 @@ fn typescript_sdk_calls_every_tool_and_cancels_a_wait() {
             .len(),
         47
     );
-    assert_eq!(s.expect("CLEARED")["kept"], 1);
+    assert_eq!(s.expect("CLEARED")["kept"], 2);
     s.finish();
     drop(d);
 }

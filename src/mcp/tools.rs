@@ -494,11 +494,20 @@ pub fn call(ctx: &Ctx, name: &str, args: &Map<String, Value>, cancel: Option<&Ca
             let hours = a
                 .opt_num("older_than_hours", 0.0, f64::MAX)?
                 .unwrap_or(24.0);
-            let (deleted, kept) = answers::clear_older_than(
-                &ctx.cfg.paths.responses_dir,
-                hours,
-                crate::clock::now_ms(),
-            )?;
+            let dir = &ctx.cfg.paths.responses_dir;
+            let (deleted, kept) = answers::clear_older_than(dir, hours, crate::clock::now_ms())
+                .map_err(|e| match &e {
+                    crate::Error::Io { source, .. }
+                        if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                    {
+                        Failure::Failed(format!(
+                            "{e}. Only the daemon's user may delete response files in {} \
+                             (the group may read them, not remove them); run this as that user",
+                            dir.display()
+                        ))
+                    }
+                    _ => Failure::from(e),
+                })?;
             Ok(json!({"older_than_hours": hours, "deleted": deleted, "kept": kept}))
         }
         "get_bridge_status" => {

@@ -86,6 +86,13 @@ if (scenario === 'send') {
   await waitForStderr('wait_for_response evt_never: cancelled', 10000);
   say('CANCELLED', { ms: Date.now() - started });
 
+  // timeout_minutes is honoured: nobody answers, the approval expires, and
+  // the expiry is the response the wait returns.
+  const short = await call('send_approval_request', {
+    title: 'Quick question (node)', description: 'Answer within a second?', timeout_minutes: 0.02 });
+  say('SHORT', short);
+  say('EXPIRED', await call('wait_for_response', { event_id: short.event_id, timeout_seconds: 30 }));
+
   try {
     await client.callTool({ name: 'send_approval_request', arguments: { title: 'x', description: 'y', options: 'Approve' } });
     say('BAD_ARGS', null);
