@@ -45,231 +45,18 @@ impl From<crate::Error> for Failure {
 
 type Out = Result<Value, Failure>;
 
-fn send_output() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "event_id": {"type": "string", "description": "Pass to wait_for_response"},
-            "task_id": {"type": "string"},
-            "type": {"type": "string"},
-            "file": {"type": "string", "description": "The event file written"},
-            "message": {"type": "string"}
-        },
-        "required": ["event_id", "task_id", "type", "file", "message"]
-    })
-}
+/// The tools' names, descriptions and JSON Schemas, as `tools/list` shows
+/// them: data, not code (as `json!` literals they cost several times their
+/// size in the binary).
+const TOOLS: &str = include_str!("tools.json");
 
-fn object(props: Value, required: &[&str]) -> Value {
-    json!({"type": "object", "properties": props, "required": required,
-           "additionalProperties": false})
-}
-
-/// The tools, as `tools/list` shows them. `reply` exists in channel mode.
+/// The tools; `reply` only in channel mode.
 pub fn list(channel: bool) -> Vec<Value> {
-    let type_names: Vec<&str> = TYPES.iter().map(|t| t.name).collect();
-    let response =
-        json!({"type": "object", "description": "A response file's fields, plus \"file\""});
-    let mut tools = vec![
-        json!({
-            "name": "send_telegram_event",
-            "title": "Send a Telegram event",
-            "description": "Send an event of any of the 47 types (see list_event_types) to Telegram. \
-                Returns its event_id at once; the daemon delivers it, or it waits for the daemon.",
-            "inputSchema": object(json!({
-                "type": {"type": "string", "description": format!("One of: {}", type_names.join(", "))},
-                "title": {"type": "string", "minLength": 1},
-                "description": {"type": "string"},
-                "task_id": {"type": "string", "description": "Groups progress and completion of one task"},
-                "source": {"type": "string", "description": "Who sends it (default claude-code)"},
-                "data": {"type": "object", "description": "Extra fields, e.g. priority, severity, attachments"}
-            }), &["type", "title"]),
-            "outputSchema": send_output()
-        }),
-        json!({
-            "name": "send_telegram_message",
-            "title": "Send a Telegram message",
-            "description": "Send a plain text message to the Telegram chat.",
-            "inputSchema": object(json!({"message": {"type": "string", "minLength": 1}}), &["message"]),
-            "outputSchema": send_output()
-        }),
-        json!({
-            "name": "send_task_completion",
-            "title": "Report a finished task",
-            "description": "Tell the chat a task is done, with its results, files and duration.",
-            "inputSchema": object(json!({
-                "task_id": {"type": "string", "minLength": 1},
-                "title": {"type": "string", "minLength": 1},
-                "results": {"type": "string"},
-                "files_affected": {"type": "array", "items": {"type": "string"}},
-                "duration_ms": {"type": "number", "minimum": 0}
-            }), &["task_id", "title"]),
-            "outputSchema": send_output()
-        }),
-        json!({
-            "name": "send_performance_alert",
-            "title": "Send a performance alert",
-            "description": "Alert the chat that a measurement crossed its threshold; critical rings even when muted.",
-            "inputSchema": object(json!({
-                "title": {"type": "string", "minLength": 1},
-                "current_value": {"type": "number"},
-                "threshold": {"type": "number"},
-                "severity": {"type": "string", "enum": ["low", "medium", "high", "critical"]}
-            }), &["title", "current_value", "threshold"]),
-            "outputSchema": send_output()
-        }),
-        json!({
-            "name": "send_approval_request",
-            "title": "Ask for approval",
-            "description": "Ask the chat a question with one button per option (default Approve, Deny). \
-                Returns the event_id; wait_for_response returns the press, or the expiry after timeout_minutes.",
-            "inputSchema": object(json!({
-                "title": {"type": "string", "minLength": 1},
-                "description": {"type": "string", "minLength": 1},
-                "options": {"type": "array", "items": {"type": "string", "minLength": 1},
-                            "minItems": 1, "maxItems": 20},
-                "timeout_minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": 10080}
-            }), &["title", "description"]),
-            "outputSchema": {
-                "type": "object",
-                "properties": {
-                    "event_id": {"type": "string"},
-                    "task_id": {"type": "string"},
-                    "type": {"type": "string"},
-                    "file": {"type": "string"},
-                    "message": {"type": "string"},
-                    "options": {"type": "array", "items": {"type": "string"}},
-                    "timeout_minutes": {"type": ["number", "null"]}
-                },
-                "required": ["event_id", "task_id", "type", "file", "message", "options", "timeout_minutes"]
-            }
-        }),
-        json!({
-            "name": "get_telegram_responses",
-            "title": "Read recent responses",
-            "description": "The latest response files (presses, replies, expiries), newest first.",
-            "inputSchema": object(json!({"limit": {"type": "integer", "minimum": 1, "maximum": 1000}}), &[]),
-            "outputSchema": {
-                "type": "object",
-                "properties": {
-                    "count": {"type": "integer"},
-                    "total": {"type": "integer"},
-                    "responses": {"type": "array", "items": response}
-                },
-                "required": ["count", "total", "responses"]
-            }
-        }),
-        json!({
-            "name": "process_pending_responses",
-            "title": "Decisions of the last minutes",
-            "description": "The approval decisions (presses and expiries) of the last since_minutes (default 10), newest first, \
-                each with event_id, task_id, option and who decided.",
-            "inputSchema": object(json!({"since_minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": 525600}}), &[]),
-            "outputSchema": {
-                "type": "object",
-                "properties": {
-                    "since_minutes": {"type": "number"},
-                    "count": {"type": "integer"},
-                    "decisions": {"type": "array", "items": {
-                        "type": "object",
-                        "properties": {
-                            "event_id": {"type": "string"},
-                            "task_id": {"type": "string"},
-                            "option": {"type": ["string", "null"]},
-                            "decision": {"type": "string", "enum": ["chosen", "expired"]}
-                        },
-                        "required": ["event_id", "task_id", "option", "decision"]
-                    }}
-                },
-                "required": ["since_minutes", "count", "decisions"]
-            }
-        }),
-        json!({
-            "name": "clear_old_responses",
-            "title": "Delete old response files",
-            "description": "Delete response files older than older_than_hours (default 24). Only response files.",
-            "inputSchema": object(json!({"older_than_hours": {"type": "number", "minimum": 0}}), &[]),
-            "outputSchema": {
-                "type": "object",
-                "properties": {
-                    "older_than_hours": {"type": "number"},
-                    "deleted": {"type": "integer"},
-                    "kept": {"type": "integer"}
-                },
-                "required": ["older_than_hours", "deleted", "kept"]
-            }
-        }),
-        json!({
-            "name": "get_bridge_status",
-            "title": "Is the daemon running?",
-            "description": "The running cctelegram daemon's health (its /health), or plainly that it is not running.",
-            "inputSchema": object(json!({}), &[]),
-            "outputSchema": {
-                "type": "object",
-                "properties": {
-                    "running": {"type": "boolean"},
-                    "url": {"type": ["string", "null"]},
-                    "status": {"type": "string"},
-                    "message": {"type": "string"},
-                    "health": {"type": "object"}
-                },
-                "required": ["running", "url", "status", "message"]
-            }
-        }),
-        json!({
-            "name": "list_event_types",
-            "title": "List the event types",
-            "description": "All 47 event types with their category and description, or one category's.",
-            "inputSchema": object(json!({"category": {"type": "string", "enum": CATEGORIES}}), &[]),
-            "outputSchema": {
-                "type": "object",
-                "properties": {
-                    "count": {"type": "integer"},
-                    "categories": {"type": "array", "items": {"type": "string"}},
-                    "types": {"type": "array", "items": {
-                        "type": "object",
-                        "properties": {
-                            "type": {"type": "string"},
-                            "category": {"type": "string"},
-                            "description": {"type": "string"}
-                        },
-                        "required": ["type", "category", "description"]
-                    }}
-                },
-                "required": ["count", "categories", "types"]
-            }
-        }),
-        json!({
-            "name": "wait_for_response",
-            "title": "Wait for the answer to an event",
-            "description": "Wait up to timeout_seconds (default 60, at most 600) for the first response to event_id: \
-                a press, a reply or an expiry. Returns at once if it is already there.",
-            "inputSchema": object(json!({
-                "event_id": {"type": "string", "minLength": 1},
-                "timeout_seconds": {"type": "number", "minimum": 0, "maximum": 600}
-            }), &["event_id"]),
-            "outputSchema": {
-                "type": "object",
-                "properties": {
-                    "answered": {"type": "boolean"},
-                    "event_id": {"type": "string"},
-                    "response": {"type": ["object", "null"]},
-                    "message": {"type": "string"},
-                    "waited_ms": {"type": "integer"}
-                },
-                "required": ["answered", "event_id", "response", "message", "waited_ms"]
-            }
-        }),
-    ];
-    if channel {
-        tools.push(json!({
-            "name": "reply",
-            "title": "Reply in the Telegram chat",
-            "description": "Send text to the Telegram chat this channel bridges.",
-            "inputSchema": object(json!({"text": {"type": "string", "minLength": 1}}), &["text"]),
-            "outputSchema": send_output()
-        }));
-    }
+    let tools: Vec<Value> = serde_json::from_str(TOOLS).unwrap_or_default();
     tools
+        .into_iter()
+        .filter(|t| channel || t["name"] != "reply")
+        .collect()
 }
 
 /// Typed access to one call's arguments; every miss is -32602 naming the field.
@@ -668,6 +455,30 @@ fn wait_for(ctx: &Ctx, event_id: &str, timeout: Duration, cancel: Option<&Cancel
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tool_list_parses_and_names_every_category() {
+        let tools = list(true);
+        assert_eq!(tools.len(), 12);
+        assert_eq!(list(false).len(), 11);
+        let lt = tools
+            .iter()
+            .find(|t| t["name"] == "list_event_types")
+            .unwrap();
+        assert_eq!(
+            lt["inputSchema"]["properties"]["category"]["enum"],
+            json!(CATEGORIES)
+        );
+        for t in &tools {
+            assert_eq!(t["inputSchema"]["type"], "object", "{t}");
+            assert_eq!(t["outputSchema"]["type"], "object", "{t}");
         }
     }
 }
