@@ -199,9 +199,11 @@ pub fn era_of(method: &str, params: &Value, negotiated: Option<&str>) -> Result<
     Ok(Era::Modern(version.to_string()))
 }
 
-/// Error -32022, naming what is served: `data.supported` lists the
-/// per-request revisions (what the client may retry with), the message
-/// names the handshake revisions too.
+/// Error -32022, naming what is served. `data.supported` lists every
+/// revision, the handshake ones too: a client that shares no per-request
+/// revision with us then falls back to `initialize` (as the Python SDK's
+/// probe does when the list names a handshake revision) instead of giving
+/// up on a server it could talk to.
 pub fn unsupported(requested: &str) -> RpcError {
     RpcError {
         code: UNSUPPORTED_VERSION,
@@ -211,8 +213,17 @@ pub fn unsupported(requested: &str) -> RpcError {
             MODERN_VERSIONS.join(", "),
             HANDSHAKE_VERSIONS.join(", ")
         ),
-        data: Some(json!({"supported": MODERN_VERSIONS, "requested": requested})),
+        data: Some(json!({"supported": supported(), "requested": requested})),
     }
+}
+
+/// Every revision served, per-request ones first.
+pub fn supported() -> Vec<&'static str> {
+    MODERN_VERSIONS
+        .iter()
+        .chain(HANDSHAKE_VERSIONS)
+        .copied()
+        .collect()
 }
 
 /// The version `initialize` answers: the client's if we serve it, else our
@@ -301,7 +312,16 @@ mod tests {
             json!({"_meta": {META_PROTOCOL_VERSION: "2099-01-01", META_CLIENT_CAPABILITIES: {}}});
         let e = era_of("tools/list", &old, None).unwrap_err();
         assert_eq!(e.code, UNSUPPORTED_VERSION);
-        assert_eq!(e.data.unwrap()["supported"], json!(["2026-07-28"]));
+        assert_eq!(
+            e.data.unwrap()["supported"],
+            json!([
+                "2026-07-28",
+                "2025-11-25",
+                "2025-06-18",
+                "2025-03-26",
+                "2024-11-05"
+            ])
+        );
         assert!(e.message.contains("2024-11-05"));
         let half = json!({"_meta": {META_PROTOCOL_VERSION: "2026-07-28"}});
         assert_eq!(era_of("x", &half, None).unwrap_err().code, INVALID_PARAMS);
