@@ -618,3 +618,140 @@ fn a_failing_tool_is_an_error_result_with_what_to_do() {
         .unwrap()
         .contains("cctelegram is not running"));
 }
+
+/// Runs `cctelegram mcp` as uid `uid` with supplementary groups `groups`
+/// (through setpriv), feeds it `calls` (tool name, arguments) and returns
+/// the answers in order.
+fn mcp_as(uid: u32, groups: &[u32], config: &Path, calls: &[(&str, Value)]) -> Vec<Value> {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([format!("--reuid={uid}"), format!("--regid={uid}")]);
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let g: Vec<String> = groups.iter().map(u32::to_string).collect();
+        cmd.arg(format!("--groups={}", g.join(",")));
+    }
+    let mut child = cmd
+        .args([BIN, "mcp", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv");
+    let mut stdin = child.stdin.take().unwrap();
+    for (i, (name, args)) in calls.iter().enumerate() {
+        let req = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                         "params": {"name": name, "arguments": args}});
+        writeln!(stdin, "{req}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let mut answers: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    answers.sort_by_key(|a| a["id"].as_i64());
+    assert_eq!(
+        answers.len(),
+        calls.len(),
+        "{answers:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answers
+}
+
+/// The device layout of deploy/ (events 2770, responses 2750, response
+/// files 0640, all of the daemon's user and group): a member of the group
+/// runs `cctelegram mcp`, reads the answers and sends events; someone
+/// outside the group is told how to get in.
+#[test]
+fn a_member_of_the_daemons_group_runs_the_mcp_server() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        eprintln!("skipped: needs root and setpriv to act as other users");
+        return;
+    }
+    let (daemon_uid, group, member, outsider) = (64010, 64011, 64012, 64013);
+    let root = daemon::TempDir::new("mcp-group");
+    let (events, responses) = (root.0.join("events"), root.0.join("responses"));
+    for (dir, mode) in [(&events, 0o2770), (&responses, 0o2750)] {
+        fs::create_dir(dir).unwrap();
+        chown(dir, Some(daemon_uid), Some(group)).unwrap();
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // A response file written by the daemon's own code, then given to its user.
+    let r = cctelegram::responses::Responses::open(&responses, 0).unwrap();
+    let body = json!({"timestamp": "2026-12-01T09:00:00.000Z", "user_id": ME,
+                      "response_type": "callback_query", "event_id": "evt_1", "option": "Approve"});
+    let name = r.write("callback", ME, 7, &body).unwrap();
+    let file = responses.join(&name);
+    chown(&file, Some(daemon_uid), Some(group)).unwrap();
+    assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, 0o640);
+    let config = root.0.join("mcp.toml");
+    fs::write(
+        &config,
+        format!(
+            "[paths]\nevents_dir = \"{}\"\nresponses_dir = \"{}\"\n[health]\nlisten = \"\"\n",
+            events.display(),
+            responses.display()
+        ),
+    )
+    .unwrap();
+    chown(&config, Some(0), Some(group)).unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).unwrap();
+
+    let a = mcp_as(
+        member,
+        &[group],
+        &config,
+        &[
+            ("get_telegram_responses", json!({})),
+            ("send_telegram_message", json!({"message": "from a member"})),
+            ("clear_old_responses", json!({"older_than_hours": 0})),
+        ],
+    );
+    let got = &a[0]["result"]["structuredContent"];
+    assert_eq!(got["count"], 1, "{a:?}");
+    assert_eq!(got["responses"][0]["event_id"], "evt_1");
+    let sent = &a[1]["result"]["structuredContent"];
+    let written = fs::metadata(sent["file"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        written.gid(),
+        group,
+        "the setgid events directory gives it the group"
+    );
+    assert_eq!(
+        written.mode() & 0o040,
+        0o040,
+        "the daemon's group can read it"
+    );
+    assert_eq!(a[2]["result"]["isError"], true);
+    assert!(a[2]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Only the daemon's user"));
+    assert!(file.exists());
+
+    let a = mcp_as(
+        outsider,
+        &[],
+        &config_copy(&root.0, &config),
+        &[("get_telegram_responses", json!({}))],
+    );
+    assert_eq!(a[0]["result"]["isError"], true, "{a:?}");
+    assert!(a[0]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("usermod -aG cctelegram"));
+}
+
+/// A world-readable copy of `config`, for a user outside the group.
+fn config_copy(root: &Path, config: &Path) -> std::path::PathBuf {
+    let copy = root.join("outsider.toml");
+    fs::copy(config, &copy).unwrap();
+    let world = <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644);
+    fs::set_permissions(&copy, world).unwrap();
+    copy
+}
