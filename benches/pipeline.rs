@@ -934,6 +934,67 @@ fn new_file_floor(dir: &Path) -> (f64, f64) {
 
 // ---- the run ----
 
+/// `cctelegram mcp` on `dir`'s config once it has answered `initialize`,
+/// `tools/list` and one `tools/call` and gone idle: its VmRSS, in KiB, and
+/// its idle CPU in ticks over `IDLE_WINDOW`.
+fn mcp_idle(bin: &Path, dir: &Workdir) -> (u64, u64) {
+    use std::io::BufRead;
+    let mut child = Command::new(bin)
+        .args(["mcp", "--config", dir.config.to_str().unwrap()])
+        .env("CCTELEGRAM_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cctelegram mcp");
+    let mut stdin = child.stdin.take().unwrap();
+    let requests = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_event_types","arguments":{}}}"#,
+    ];
+    for r in requests {
+        writeln!(stdin, "{r}").unwrap();
+    }
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..3 {
+        line.clear();
+        out.read_line(&mut line).expect("an MCP answer");
+        assert!(
+            line.contains("\"result\""),
+            "cctelegram mcp answered {line}"
+        );
+    }
+    std::thread::sleep(SETTLE);
+    let status = |key: &str| -> u64 {
+        fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let ticks = || -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // After the name: state is not a number, so utime and stime are the 11th and 12th numbers.
+        f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+    };
+    let rss = status("VmRSS");
+    let t0 = ticks();
+    std::thread::sleep(IDLE_WINDOW);
+    let idle_ticks = ticks() - t0;
+    drop(stdin);
+    let _ = child.wait();
+    (rss, idle_ticks)
+}
+
 fn main() {
     // `cargo bench` passes `--bench` (and any filter); there is one benchmark.
     let bin = std::env::var_os("CCTELEGRAM_BIN")
@@ -1521,6 +1582,27 @@ fn main() {
     );
     println!();
 
+    let (mcp_rss, mcp_ticks) = mcp_idle(&bin, &dir);
+    let mcp_rss_mib = mcp_rss as f64 / 1024.0;
+    let mcp_cpu_per_min = mcp_ticks as f64 / hz * 60.0 / IDLE_WINDOW.as_secs_f64();
+    println!("cctelegram mcp, idle after initialize, tools/list and one tools/call");
+    println!(
+        "  RSS {mcp_rss} KiB = {mcp_rss_mib:.2} MiB   CPU {mcp_cpu_per_min:.3} s per idle minute"
+    );
+    // The MCP module's share of the binary: this build against one without
+    // it (bench/run builds the commit before it when CCTELEGRAM_BASE_REV is set).
+    let base_size = std::env::var_os("CCTELEGRAM_BASE_BIN")
+        .and_then(|b| fs::metadata(b).ok())
+        .map(|m| m.len());
+    if let Some(b) = base_size {
+        println!(
+            "  binary without it: {b} bytes; the MCP server adds {} bytes ({:.1} KiB)",
+            facts.size as i64 - b as i64,
+            (facts.size as f64 - b as f64) / 1024.0
+        );
+    }
+    println!();
+
     let size_mib = facts.size as f64 / MIB;
     let size_verdict = if the_build {
         verdict(size_mib < BINARY_MIB).to_string()
@@ -1648,6 +1730,30 @@ fn main() {
         "< 3 MiB",
         &size_verdict,
     );
+    row(
+        "`cctelegram mcp` idle RSS (after a handshake and calls)",
+        format!("{mcp_rss_mib:.2} MiB"),
+        "-",
+        "-",
+    );
+    row(
+        "`cctelegram mcp` idle CPU",
+        format!("{mcp_cpu_per_min:.3} s/min"),
+        "-",
+        "-",
+    );
+    if let Some(b) = base_size {
+        row(
+            "Bytes the MCP server adds to the binary",
+            format!(
+                "{} bytes ({:.1} KiB)",
+                facts.size as i64 - b as i64,
+                (facts.size as f64 - b as f64) / 1024.0
+            ),
+            "-",
+            "-",
+        );
+    }
     println!();
     println!(
         "Measured on {cores} CPU(s), Linux {}, state directory on {}; fake Bot API on 127.0.0.1; \

@@ -14,9 +14,16 @@
 #                                        or /etc/init.d/cctelegram; enabled
 #   /etc/cctelegram/config.toml          0600 cctelegram, only if none exists:
 #                                        an existing config is never touched
+#   /etc/cctelegram/mcp.toml             0640 root:cctelegram, only if none
+#                                        exists: the paths and the health
+#                                        address, no secrets, for members of
+#                                        the group to run `cctelegram mcp`
 #   /var/lib/cctelegram/{events,responses,state}
 #                                        events/ is 2770: programs in the
-#                                        cctelegram group write events there
+#                                        cctelegram group write events there;
+#                                        responses/ is 2750 and the daemon
+#                                        writes response files 0640, so the
+#                                        group reads them
 #
 # The service is (re)started when the config is valid and has a bot token;
 # a fresh install stops short of that and says what to edit. Running it
@@ -45,6 +52,7 @@ set -eu
 SERVICE=cctelegram
 CONF_DIR=/etc/cctelegram
 CONF=$CONF_DIR/config.toml
+MCP_CONF=$CONF_DIR/mcp.toml
 DATA=/var/lib/cctelegram
 
 say() { printf '==> %s\n' "$*"; }
@@ -237,8 +245,30 @@ device_install() {
 		fresh=yes
 	fi
 
+	# `cctelegram mcp` run by a member of the group cannot read config.toml
+	# (it holds the token); it needs only where the files are and where
+	# /health answers. Keep listen in step with config.toml's [health].
+	if [ -e "$R$MCP_CONF" ]; then
+		note "keeping $MCP_CONF"
+	else
+		note "writing $MCP_CONF"
+		printf '%s\n' \
+			'# For cctelegram mcp --config /etc/cctelegram/mcp.toml, run by a member' \
+			'# of the cctelegram group: paths and the health address only, no secrets.' \
+			'[paths]' \
+			"events_dir = \"$DATA/events\"" \
+			"responses_dir = \"$DATA/responses\"" \
+			'' \
+			'[health]' \
+			'listen = "127.0.0.1:8080"   # as in config.toml' >"$R$MCP_CONF.new"
+		run chown "0:$SERVICE" "$R$MCP_CONF.new"
+		run chmod 0640 "$R$MCP_CONF.new"
+		run mv -f "$R$MCP_CONF.new" "$R$MCP_CONF"
+	fi
+
 	# The data directory: the group may enter it and write events; response
-	# files are written 0600 by the daemon; state is the daemon's alone.
+	# files are written 0640 by the daemon, so the group reads them (the
+	# daemon's umask is 027); state is the daemon's alone.
 	ensure_dir "$DATA" 0750 "$SERVICE:$SERVICE"
 	ensure_dir "$DATA/events" 2770 "$SERVICE:$SERVICE"
 	ensure_dir "$DATA/responses" 2750 "$SERVICE:$SERVICE"
@@ -293,7 +323,8 @@ device_install() {
 
 	say "done. Programs that send events join the group $SERVICE:"
 	note "usermod -aG $SERVICE USER   (BusyBox: addgroup USER $SERVICE)"
-	note "and write *.json files into $DATA/events (see the README)."
+	note "and write *.json files into $DATA/events (see the README),"
+	note "or run: cctelegram mcp --config $MCP_CONF"
 }
 
 device_uninstall() {
@@ -328,7 +359,7 @@ device_uninstall() {
 	else
 		note "no $BIN"
 	fi
-	say "kept $CONF, $DATA (queued events and state) and the user $SERVICE."
+	say "kept $CONF, $MCP_CONF, $DATA (queued events and state) and the user $SERVICE."
 	note "To remove them too: rm -rf $CONF_DIR $DATA; userdel $SERVICE (BusyBox: deluser $SERVICE)"
 }
 

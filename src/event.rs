@@ -7,56 +7,267 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The original system's event types. Anything else is delivered as a
-/// generic notification.
-pub const TYPES: &[&str] = &[
-    "task_completion",
-    "task_started",
-    "task_failed",
-    "task_progress",
-    "task_cancelled",
-    "code_generation",
-    "code_analysis",
-    "code_refactoring",
-    "code_review",
-    "code_testing",
-    "code_deployment",
-    "file_created",
-    "file_modified",
-    "file_deleted",
-    "directory_created",
-    "directory_deleted",
-    "build_started",
-    "build_completed",
-    "build_failed",
-    "test_suite_run",
-    "test_passed",
-    "test_failed",
-    "lint_check",
-    "type_check",
-    "git_commit",
-    "git_push",
-    "git_merge",
-    "git_branch",
-    "git_tag",
-    "pull_request_created",
-    "pull_request_merged",
-    "system_health",
-    "performance_alert",
-    "security_alert",
-    "error_occurred",
-    "resource_usage",
-    "approval_request",
-    "user_response",
-    "command_executed",
-    "progress_update",
-    "status_change",
-    "alert_notification",
-    "info_notification",
-    "api_call",
-    "webhook_received",
-    "service_integration",
-    "custom_event",
+/// One of the original system's event types, with the category its MCP
+/// server listed it under (`types.ts`) and what it is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventType {
+    pub name: &'static str,
+    pub category: &'static str,
+    pub description: &'static str,
+}
+
+/// The categories of [`TYPES`], in their order.
+pub const CATEGORIES: &[&str] = &[
+    "task_management",
+    "code_operations",
+    "file_system",
+    "build_development",
+    "git_operations",
+    "system_monitoring",
+    "user_interaction",
+    "notifications",
+    "integration",
+    "custom",
+];
+
+/// The original system's 47 event types: the one list the daemon and the MCP
+/// server share. Anything else is delivered as a generic notification.
+pub const TYPES: &[EventType] = &[
+    EventType {
+        name: "task_completion",
+        category: "task_management",
+        description: "A task finished, with its results",
+    },
+    EventType {
+        name: "task_started",
+        category: "task_management",
+        description: "A task began",
+    },
+    EventType {
+        name: "task_failed",
+        category: "task_management",
+        description: "A task failed, with the error",
+    },
+    EventType {
+        name: "task_progress",
+        category: "task_management",
+        description: "How far a task has got; one message, edited in place",
+    },
+    EventType {
+        name: "task_cancelled",
+        category: "task_management",
+        description: "A task was cancelled",
+    },
+    EventType {
+        name: "code_generation",
+        category: "code_operations",
+        description: "Code was written or generated",
+    },
+    EventType {
+        name: "code_analysis",
+        category: "code_operations",
+        description: "Code was analysed",
+    },
+    EventType {
+        name: "code_refactoring",
+        category: "code_operations",
+        description: "Code was refactored",
+    },
+    EventType {
+        name: "code_review",
+        category: "code_operations",
+        description: "A code review finished",
+    },
+    EventType {
+        name: "code_testing",
+        category: "code_operations",
+        description: "Code was tested",
+    },
+    EventType {
+        name: "code_deployment",
+        category: "code_operations",
+        description: "Code was deployed",
+    },
+    EventType {
+        name: "file_created",
+        category: "file_system",
+        description: "A file was created",
+    },
+    EventType {
+        name: "file_modified",
+        category: "file_system",
+        description: "A file was changed",
+    },
+    EventType {
+        name: "file_deleted",
+        category: "file_system",
+        description: "A file was deleted",
+    },
+    EventType {
+        name: "directory_created",
+        category: "file_system",
+        description: "A directory was created",
+    },
+    EventType {
+        name: "directory_deleted",
+        category: "file_system",
+        description: "A directory was deleted",
+    },
+    EventType {
+        name: "build_started",
+        category: "build_development",
+        description: "A build began",
+    },
+    EventType {
+        name: "build_completed",
+        category: "build_development",
+        description: "A build succeeded",
+    },
+    EventType {
+        name: "build_failed",
+        category: "build_development",
+        description: "A build failed",
+    },
+    EventType {
+        name: "test_suite_run",
+        category: "build_development",
+        description: "A test suite ran, with its counts",
+    },
+    EventType {
+        name: "test_passed",
+        category: "build_development",
+        description: "A test passed",
+    },
+    EventType {
+        name: "test_failed",
+        category: "build_development",
+        description: "A test failed",
+    },
+    EventType {
+        name: "lint_check",
+        category: "build_development",
+        description: "A linter ran",
+    },
+    EventType {
+        name: "type_check",
+        category: "build_development",
+        description: "A type checker ran",
+    },
+    EventType {
+        name: "git_commit",
+        category: "git_operations",
+        description: "A commit was made",
+    },
+    EventType {
+        name: "git_push",
+        category: "git_operations",
+        description: "Commits were pushed",
+    },
+    EventType {
+        name: "git_merge",
+        category: "git_operations",
+        description: "Branches were merged",
+    },
+    EventType {
+        name: "git_branch",
+        category: "git_operations",
+        description: "A branch was created or switched",
+    },
+    EventType {
+        name: "git_tag",
+        category: "git_operations",
+        description: "A tag was created",
+    },
+    EventType {
+        name: "pull_request_created",
+        category: "git_operations",
+        description: "A pull request was opened",
+    },
+    EventType {
+        name: "pull_request_merged",
+        category: "git_operations",
+        description: "A pull request was merged",
+    },
+    EventType {
+        name: "system_health",
+        category: "system_monitoring",
+        description: "The health of a system",
+    },
+    EventType {
+        name: "performance_alert",
+        category: "system_monitoring",
+        description: "A measurement crossed its threshold",
+    },
+    EventType {
+        name: "security_alert",
+        category: "system_monitoring",
+        description: "Something needs attention for security",
+    },
+    EventType {
+        name: "error_occurred",
+        category: "system_monitoring",
+        description: "An error happened",
+    },
+    EventType {
+        name: "resource_usage",
+        category: "system_monitoring",
+        description: "Memory, CPU or disk use",
+    },
+    EventType {
+        name: "approval_request",
+        category: "user_interaction",
+        description: "A question with buttons; the press comes back as a response file",
+    },
+    EventType {
+        name: "user_response",
+        category: "user_interaction",
+        description: "An answer from a person",
+    },
+    EventType {
+        name: "command_executed",
+        category: "user_interaction",
+        description: "A command was run",
+    },
+    EventType {
+        name: "progress_update",
+        category: "notifications",
+        description: "Progress of something; edited in place like task_progress",
+    },
+    EventType {
+        name: "status_change",
+        category: "notifications",
+        description: "Something changed state",
+    },
+    EventType {
+        name: "alert_notification",
+        category: "notifications",
+        description: "An alert",
+    },
+    EventType {
+        name: "info_notification",
+        category: "notifications",
+        description: "Information, no action needed",
+    },
+    EventType {
+        name: "api_call",
+        category: "integration",
+        description: "An API was called",
+    },
+    EventType {
+        name: "webhook_received",
+        category: "integration",
+        description: "A webhook arrived",
+    },
+    EventType {
+        name: "service_integration",
+        category: "integration",
+        description: "Something happened in a connected service",
+    },
+    EventType {
+        name: "custom_event",
+        category: "custom",
+        description: "Anything else",
+    },
 ];
 
 /// Longest `event_id`, `task_id`, `source` or `type` we accept: ids end up
@@ -346,16 +557,59 @@ impl Event {
     }
 }
 
+/// What a writer puts into a new event file; [`submit`] adds the rest.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    pub kind: String,
+    pub title: String,
+    pub description: String,
+    /// `None`: a fresh id.
+    pub event_id: Option<String>,
+    /// `None`: the same as the event id.
+    pub task_id: Option<String>,
+    pub source: String,
+    pub data: Map<String, Value>,
+}
+
+/// Writes one event file atomically into `dir` and returns its event id:
+/// the one writer that `cctelegram send` and `cctelegram mcp` share. It is
+/// refused here when the daemon would refuse it, while the writer can still
+/// see why, and it waits in `dir` whether or not a daemon is running.
+pub fn submit(dir: &std::path::Path, draft: Draft) -> crate::Result<String> {
+    use crate::Error;
+    let id = draft.event_id.unwrap_or_else(new_id);
+    let mut obj = serde_json::json!({
+        "event_id": id,
+        "type": draft.kind,
+        "source": draft.source,
+        "timestamp": crate::clock::iso8601(crate::clock::now_ms()),
+        "title": draft.title,
+        "description": draft.description,
+        "data": draft.data,
+    });
+    if let Some(t) = draft.task_id {
+        obj["task_id"] = t.into();
+    }
+    let bytes = serde_json::to_vec_pretty(&obj).unwrap_or_default();
+    parse(&bytes, "", String::new).map_err(|why| Error::Usage(format!("not sent: {why}")))?;
+    if !dir.is_dir() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the events directory does not exist; start the daemon once or pass --events-dir",
+            ),
+        ));
+    }
+    // Never named after the id: an id is the writer's text, and must not
+    // be able to name a path.
+    crate::spool::write_atomic(dir, &format!("{}.json", new_id()), &bytes, 0o644)?;
+    Ok(id)
+}
+
 /// A fresh `evt_` + 12 hex id.
 pub fn new_id() -> String {
-    let mut b = [0u8; 6];
-    // SystemRandom reads getrandom(2); failure would mean a broken kernel.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    let mut s = String::from("evt_");
-    for x in b {
-        s.push_str(&format!("{x:02x}"));
-    }
-    s
+    format!("evt_{}", crate::store::hex(&crate::store::random_bytes::<6>()))
 }
 
 #[cfg(test)]
@@ -440,9 +694,10 @@ mod tests {
 
     #[test]
     fn the_type_list_is_complete_and_unique() {
-        let mut v = TYPES.to_vec();
+        let mut v: Vec<&str> = TYPES.iter().map(|t| t.name).collect();
         v.sort();
         v.dedup();
-        assert_eq!(v.len(), TYPES.len());
+        assert_eq!(v.len(), 47);
+        assert!(TYPES.iter().all(|t| CATEGORIES.contains(&t.category)));
     }
 }

@@ -22,6 +22,7 @@ pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod init;
+pub mod mcp;
 pub mod net;
 pub mod reload;
 pub mod responses;

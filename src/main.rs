@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use cctelegram::config::{self, Config};
 use cctelegram::webhook::deliver::{DeadLetters, Outcome};
 use cctelegram::webhook::sign;
-use cctelegram::{clock, event, spool, Error, Result};
+use cctelegram::{clock, event, Error, Result};
 
 const HELP: &str = "\
 cctelegram: event files in, Telegram messages out
@@ -24,6 +24,7 @@ Usage:
                                             dead-lettered webhook deliveries
   cctelegram verify --secret S --signature SIG [--timestamp T] [--id ID] < body
                                             check a webhook signature: exit 0 if valid
+  cctelegram mcp [--config PATH] [--channel] an MCP server on stdio (--channel: a Claude Code channel)
   cctelegram help [COMMAND]                 this text
   cctelegram --version
 
@@ -264,34 +265,18 @@ fn send(args: &Args) -> Result<()> {
         Some(d) => PathBuf::from(d),
         None => load_config(args, false)?.0.paths.events_dir,
     };
-    let now = clock::now_ms();
-    let id = event::new_id();
-    let mut obj = serde_json::json!({
-        "event_id": id,
-        "type": kind,
-        "source": "cctelegram-send",
-        "timestamp": clock::iso8601(now),
-        "title": title,
-        "description": args.one("--description").unwrap_or(""),
-        "data": data,
-    });
-    if let Some(t) = args.one("--task-id") {
-        obj["task_id"] = t.into();
-    }
-    let bytes = serde_json::to_vec_pretty(&obj).unwrap_or_default();
-    // Refuse here what the daemon would refuse, while the writer can still see why.
-    event::parse(&bytes, "", String::new)
-        .map_err(|why| Error::Usage(format!("not sent: {why}")))?;
-    if !dir.is_dir() {
-        return Err(Error::io(
-            &dir,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the events directory does not exist; start the daemon once or pass --events-dir",
-            ),
-        ));
-    }
-    spool::write_atomic(&dir, &format!("{id}.json"), &bytes, 0o644)?;
+    let id = event::submit(
+        &dir,
+        event::Draft {
+            kind: kind.into(),
+            title: title.into(),
+            description: args.one("--description").unwrap_or("").into(),
+            task_id: args.one("--task-id").map(str::to_string),
+            source: "cctelegram-send".into(),
+            data,
+            ..Default::default()
+        },
+    )?;
     println!("{id}");
     Ok(())
 }
@@ -549,6 +534,12 @@ fn real_main() -> Result<()> {
         "dlq" => dlq(&args)?,
         "status" => status(&args)?,
         "verify" => verify(&args)?,
+        "mcp" => {
+            args.only(&["--config"], &["--channel"], false)?;
+            let (cfg, _) = load_config(&args, false)?;
+            let channel = args.switches.iter().any(|s| s == "--channel");
+            cctelegram::mcp::serve(cfg, channel)?;
+        }
         "" => {
             return Err(Error::Usage(
                 "no command given; try 'cctelegram help'".into(),

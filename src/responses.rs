@@ -1,7 +1,7 @@
 //! Response files (CONTRACT section 5): what people answered, for other
 //! programs to read.
 //!
-//! Each is written atomically with mode 0600. The `<n>` in a name is the
+//! Each is written atomically with mode [`MODE`]. The `<n>` in a name is the
 //! Telegram `update_id` that carried the answer: unique, so names never
 //! collide, and a replay of the same update after a crash finds its file
 //! and is not written twice.
@@ -16,6 +16,11 @@ use serde_json::Value;
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::spool;
+
+/// Group-readable, never world-readable (CONTRACT section 5): members of
+/// the `cctelegram` group, such as an MCP server run by one of them, read
+/// the answers.
+pub const MODE: u32 = 0o640;
 
 pub struct Responses {
     pub dir: PathBuf,
@@ -66,7 +71,7 @@ impl Responses {
         );
         let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
         bytes.push(b'\n');
-        spool::write_atomic(&self.dir, &name, &bytes, 0o600)?;
+        spool::write_atomic(&self.dir, &name, &bytes, MODE)?;
         self.handled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -95,7 +100,7 @@ impl Responses {
         );
         let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
         bytes.push(b'\n');
-        spool::write_atomic(&self.dir, &name, &bytes, 0o600)?;
+        spool::write_atomic(&self.dir, &name, &bytes, MODE)?;
         Ok(Some(name))
     }
 

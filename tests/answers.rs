@@ -89,7 +89,10 @@ fn a_press_writes_the_response_answers_and_removes_the_buttons() {
         .permissions()
         .mode()
         & 0o777;
-    assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+    assert_eq!(
+        mode, 0o640,
+        "{name} has mode {mode:o}: group-readable, never world-readable"
+    );
     for key in [
         "timestamp",
         "user_id",

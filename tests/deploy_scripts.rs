@@ -202,7 +202,7 @@ fn systemd_unit_is_hardened_and_verifies() {
         ("User", "cctelegram"),
         ("Group", "cctelegram"),
         ("StateDirectory", "cctelegram"),
-        ("UMask", "0077"),
+        ("UMask", "0027"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "yes"),
@@ -377,7 +377,7 @@ fn openrc_script_refuses_a_bad_config_before_supervise_daemon_respawns_it() {
         "checkpath -d -m 2750 -o cctelegram:cctelegram /var/lib/cctelegram/responses\n",
         "checkpath -d -m 0700 -o cctelegram:cctelegram /var/lib/cctelegram/state\n",
         "supervisor=supervise-daemon command_user=cctelegram:cctelegram\n",
-        "respawn=5/5/300 umask=077\n",
+        "respawn=5/5/300 umask=027\n",
         "need net\n",
     ] {
         assert!(stdout.contains(line), "{line}{}", show(&out));
@@ -736,6 +736,24 @@ impl Device {
 
         let config = self.path("/etc/cctelegram/config.toml");
         assert_eq!(mode(&config), 0o600, "the config holds the bot token");
+        // What a member of the group runs `cctelegram mcp` with: no secrets.
+        let mcp = self.path("/etc/cctelegram/mcp.toml");
+        assert_eq!(mode(&mcp), 0o640, "mcp.toml");
+        let text = read(&mcp);
+        assert!(
+            text.contains("events_dir = \"/var/lib/cctelegram/events\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("responses_dir = \"/var/lib/cctelegram/responses\""),
+            "{text}"
+        );
+        assert!(!text.contains("token"), "{text}");
+        assert!(
+            self.count("chown 0:cctelegram $R/etc/cctelegram/mcp.toml.new") <= 1,
+            "{}",
+            self.log()
+        );
         assert_eq!(mode(self.path("/etc/cctelegram")), 0o755);
         for (dir, m) in [
             ("/var/lib/cctelegram", 0o750),
