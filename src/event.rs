@@ -571,11 +571,12 @@ pub struct Draft {
     pub data: Map<String, Value>,
 }
 
-/// Writes one event file atomically into `dir` and returns its event id:
+/// Writes one event file atomically into `dir` and returns its event id
+/// and the file's path:
 /// the one writer that `cctelegram send` and `cctelegram mcp` share. It is
 /// refused here when the daemon would refuse it, while the writer can still
 /// see why, and it waits in `dir` whether or not a daemon is running.
-pub fn submit(dir: &std::path::Path, draft: Draft) -> crate::Result<String> {
+pub fn submit(dir: &std::path::Path, draft: Draft) -> crate::Result<(String, std::path::PathBuf)> {
     use crate::Error;
     let id = draft.event_id.unwrap_or_else(new_id);
     let mut obj = serde_json::json!({
@@ -603,13 +604,17 @@ pub fn submit(dir: &std::path::Path, draft: Draft) -> crate::Result<String> {
     }
     // Never named after the id: an id is the writer's text, and must not
     // be able to name a path.
-    crate::spool::write_atomic(dir, &format!("{}.json", new_id()), &bytes, 0o644)?;
-    Ok(id)
+    let name = format!("{}.json", new_id());
+    crate::spool::write_atomic(dir, &name, &bytes, 0o644)?;
+    Ok((id, dir.join(name)))
 }
 
 /// A fresh `evt_` + 12 hex id.
 pub fn new_id() -> String {
-    format!("evt_{}", crate::store::hex(&crate::store::random_bytes::<6>()))
+    format!(
+        "evt_{}",
+        crate::store::hex(&crate::store::random_bytes::<6>())
+    )
 }
 
 #[cfg(test)]

@@ -265,7 +265,7 @@ fn send(args: &Args) -> Result<()> {
         Some(d) => PathBuf::from(d),
         None => load_config(args, false)?.0.paths.events_dir,
     };
-    let id = event::submit(
+    let (id, _) = event::submit(
         &dir,
         event::Draft {
             kind: kind.into(),

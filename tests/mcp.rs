@@ -12,6 +12,8 @@
 mod daemon;
 #[path = "support/telegram.rs"]
 mod telegram;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::collections::HashMap;
 use std::fs;
@@ -70,6 +72,7 @@ impl Script {
     }
 
     fn python(mode: &str, config: &Path) -> Script {
+        tools::require_python_module("mcp", "the official Python MCP client drives the server");
         Script::start(
             "python3",
             &["client.py", BIN, config.to_str().unwrap(), mode],
@@ -77,6 +80,11 @@ impl Script {
     }
 
     fn node(scenario: &str, config: &Path) -> Script {
+        tools::require_node_package_in(
+            "tests/mcp",
+            "@modelcontextprotocol/sdk",
+            "the official TypeScript MCP client drives the server",
+        );
         Script::start(
             "node",
             &["client.mjs", BIN, config.to_str().unwrap(), scenario],

@@ -385,8 +385,7 @@ fn send(ctx: &Ctx, draft: Draft) -> Out {
     crate::spool::ensure_dir(dir)?;
     let kind = draft.kind.clone();
     let task = draft.task_id.clone();
-    let id = event::submit(dir, draft)?;
-    let file = dir.join(format!("{id}.json"));
+    let (id, file) = event::submit(dir, draft)?;
     log::info!("wrote {}", file.display());
     Ok(json!({
         "event_id": id,

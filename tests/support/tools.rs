@@ -93,14 +93,22 @@ pub fn require_python_module(module: &str, why: &str) {
 
 /// Panics unless `tests/receivers/node_modules` holds `package` (and node exists).
 pub fn require_node_package(package: &str, why: &str) {
+    require_node_package_in("tests/receivers", package, why)
+}
+
+/// Panics unless `<prefix>/node_modules` (a path from the crate root)
+/// holds `package`, and node exists.
+pub fn require_node_package_in(prefix: &str, package: &str, why: &str) {
     require("node", why);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receivers/node_modules");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(prefix)
+        .join("node_modules");
     if !dir.join(package).join("package.json").is_file() {
         panic!(
             "{} ({why})",
             missing(
                 &format!("the npm package {package}"),
-                "npm ci --prefix tests/receivers"
+                &format!("npm ci --prefix {prefix}")
             )
         );
     }
