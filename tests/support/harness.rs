@@ -303,3 +303,39 @@ pub fn count_in(tg: &FakeTelegram, chat: &str, needle: &str) -> usize {
         .filter(|m| m.chat_id == chat && m.text.contains(needle))
         .count()
 }
+
+/// Runs the binary with `args` until it exits or `deadline` passes (then
+/// it is killed): its exit code (`None`: still running at the deadline)
+/// and everything it printed, read after it ended.
+pub fn run_timed(args: &[&str], env: &[(&str, &str)], deadline: Duration) -> (Option<i32>, String) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("cct-out-{}-{n}", std::process::id()));
+    let file = fs::File::create(&path).unwrap();
+    let mut cmd = std::process::Command::new(crate::daemon::BIN);
+    cmd.args(args)
+        .env_remove("TELEGRAM_BOT_TOKEN")
+        .env_remove("CCTELEGRAM_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run cctelegram");
+    let end = Instant::now() + deadline;
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st.code().unwrap_or(-1));
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()).into_owned();
+    let _ = fs::remove_file(&path);
+    (code, out)
+}
