@@ -187,7 +187,9 @@ fn a_full_disk_loses_nothing_and_recovers_when_space_returns() {
         return;
     }
     let tg = FakeTelegram::start();
-    let setup = Setup::new("fulldisk", &tg.url(), &[ME], "");
+    let rec = Recorder::start();
+    let hooks = webhook_toml("disk-secret", &[rec.url("/webhook/events")]);
+    let setup = Setup::new("fulldisk", &tg.url(), &[ME], &hooks);
     fs::create_dir_all(&setup.state).unwrap();
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
@@ -278,6 +280,10 @@ fn a_full_disk_loses_nothing_and_recovers_when_space_returns() {
             &format!("on a full disk {i}"),
             Duration::from_secs(60),
         );
+        let id = format!("full{i}");
+        rec.wait_until(WAIT, &format!("event_processed for {id}"), |log| {
+            processed(log, &id).iter().any(|r| r.status == 200)
+        });
     }
     let out = d.out.text();
     assert!(!out.contains("panicked"), "{out}");
