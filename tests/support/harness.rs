@@ -55,7 +55,7 @@ pub fn wait_polling(tg: &FakeTelegram, d: &Daemon, before: usize) {
 /// Polls `cond` every 20 ms until it holds; panics after `deadline` with
 /// `what` and the output of `d`, if given. For conditions on the file
 /// system, which has no condition variable to wait on.
-pub fn wait_fs(deadline: Duration, what: &str, d: Option<&Daemon>, cond: impl Fn() -> bool) {
+pub fn wait_fs(deadline: Duration, what: &str, d: Option<&Daemon>, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
     while !cond() {
         if Instant::now() >= end {
