@@ -3,8 +3,8 @@
 //! deadline, response files, config edits, webhook config, file-tree
 //! snapshots and loopback HTTP GETs.
 //!
-//! Include it after `daemon` and `telegram`, which it uses:
-//! `#[path = "support/harness.rs"] mod harness;`.
+//! It uses the `daemon`, `telegram` and `receivers` modules, so a test
+//! declares those too: `#[path = "support/harness.rs"] mod harness;`.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -53,11 +53,18 @@ pub fn wait_polling(tg: &FakeTelegram, d: &Daemon, before: usize) {
 }
 
 /// Polls `cond` every 20 ms until it holds; panics after `deadline` with
-/// `what` and the output of `d`, if given. For conditions on the file
-/// system, which has no condition variable to wait on.
+/// `what` and the output of `d`, if given, or at once if `d` exits. For
+/// conditions on files and HTTP answers, which have no condition variable
+/// to wait on.
 pub fn wait_fs(deadline: Duration, what: &str, d: Option<&Daemon>, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
     while !cond() {
+        if let Some(d) = d.filter(|d| !d.child_running()) {
+            panic!(
+                "the daemon exited while waiting for {what}:\n{}",
+                d.out.text()
+            );
+        }
         if Instant::now() >= end {
             let out = d.map(|d| d.out.text()).unwrap_or_default();
             panic!("timed out after {deadline:?} waiting for {what}\n{out}");
