@@ -314,6 +314,12 @@ fn a_full_disk_loses_nothing_and_recovers_when_space_returns() {
             processed(log, &id).iter().any(|r| r.status == 200)
         });
     }
+    // The event delivered just before the disk filled owes its webhook too.
+    rec.wait_until(
+        WAIT,
+        "event_processed for the event before the fill",
+        |log| processed(log, "before").iter().any(|r| r.status == 200),
+    );
     let out = d.out.text();
     assert!(!out.contains("panicked"), "{out}");
 }
