@@ -269,8 +269,11 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_keep_their_ids() {
         plan.wave(&setup, &tg);
         std::thread::sleep(Duration::from_millis(rng.range(0, 150)));
         plan.press_shown(&tg);
-        // The random moment.
-        std::thread::sleep(Duration::from_millis(rng.range(0, 800)));
+        // The random moment: after a random part of this wave's sends
+        // (2 chats x 20 events), so the kill lands inside the burst.
+        let target = tg.messages().len() + rng.range(1, 40) as usize;
+        tg.try_wait_until(Duration::from_secs(5), |s| s.messages.len() >= target);
+        std::thread::sleep(Duration::from_millis(rng.range(0, 60)));
         d.kill9();
     }
 

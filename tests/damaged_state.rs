@@ -203,6 +203,21 @@ fn case(tpl: &Setup, kind: &Kind, how: Damage) {
         let title = format!("after damage {} {how:?}", kind.name);
         setup.drop_event("new.json", &approval("after_damage", &title));
         wait_message(&tg, &d, "111", &title, WAIT);
+        // Reading state lazily is fine, so make it read everything: a
+        // press on the template's approval (its button record) and a reply
+        // to a message it sent (sent.log), then wait until both are handled.
+        tg.press(ME, "john", 1, ME, "approve_tpl_task");
+        tg.user_message(ME, "john", ME, "reply to the template", Some(1));
+        wait_fs(
+            WAIT,
+            &format!("{what}: the reply recorded"),
+            Some(&d),
+            || {
+                harness::responses(&setup.responses)
+                    .iter()
+                    .any(|(_, v)| v["message_text"] == "reply to the template")
+            },
+        );
 
         let moves = !(kind.shape == Shape::Log && matches!(how, Damage::Empty));
         if moves {

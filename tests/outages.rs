@@ -91,11 +91,13 @@ fn after_eight_409s_polling_and_health_recover_within_60_s() {
 /// Telegram's `retry_after` of 10^12 seconds: clamped, no panic; the
 /// daemon keeps running and answers still come back (polling is not held).
 #[test]
-fn a_huge_retry_after_from_telegram_is_survived() {
+fn a_huge_retry_after_from_telegram_is_clamped_and_survived() {
     let tg = FakeTelegram::start();
     let rec = Recorder::start();
     let hooks = webhook_toml("numbers-secret", &[rec.url("/hooks/all")]);
     let setup = Setup::new("retry-after", &tg.url(), &[ME], &hooks);
+    let port = free_port();
+    listen_on(&setup, port);
     let d = start_polling(&tg, &setup);
     tg.rate_limit("sendMessage", 1, 1_000_000_000_000);
     setup.drop_event("held.json", &notice("held", "held for ages"));
@@ -119,6 +121,33 @@ fn a_huge_retry_after_from_telegram_is_survived() {
     assert!(
         !Setup::files(&setup.state.join("queue")).is_empty(),
         "the held event is still queued"
+    );
+    // Clamped: /health's event_backlog says for how long, and it is less
+    // than the 10^12 s asked for (about 31 700 years).
+    let mut said = String::new();
+    wait_fs(WAIT, "/health showing the hold", Some(&d), || {
+        let Some((_, body)) = harness::http_get(port, "/health") else {
+            return false;
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let checks = v["checks"].as_array().cloned().unwrap_or_default();
+        said = checks
+            .iter()
+            .find(|c| c["name"] == "event_backlog")
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or("")
+            .to_string();
+        said.contains("held")
+    });
+    let secs: u64 = said
+        .split("held by Telegram for ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no \"held by Telegram for N s\" in {said:?}"));
+    assert!(
+        secs < 1_000_000_000_000 - 60,
+        "a retry_after of 10^12 s was obeyed as is, not clamped: {said:?}"
     );
 }
 
@@ -187,7 +216,9 @@ fn a_full_disk_loses_nothing_and_recovers_when_space_returns() {
         return;
     }
     let tg = FakeTelegram::start();
-    let setup = Setup::new("fulldisk", &tg.url(), &[ME], "");
+    let rec = Recorder::start();
+    let hooks = webhook_toml("disk-secret", &[rec.url("/webhook/events")]);
+    let setup = Setup::new("fulldisk", &tg.url(), &[ME], &hooks);
     fs::create_dir_all(&setup.state).unwrap();
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
@@ -278,7 +309,17 @@ fn a_full_disk_loses_nothing_and_recovers_when_space_returns() {
             &format!("on a full disk {i}"),
             Duration::from_secs(60),
         );
+        let id = format!("full{i}");
+        rec.wait_until(WAIT, &format!("event_processed for {id}"), |log| {
+            processed(log, &id).iter().any(|r| r.status == 200)
+        });
     }
+    // The event delivered just before the disk filled owes its webhook too.
+    rec.wait_until(
+        WAIT,
+        "event_processed for the event before the fill",
+        |log| processed(log, "before").iter().any(|r| r.status == 200),
+    );
     let out = d.out.text();
     assert!(!out.contains("panicked"), "{out}");
 }

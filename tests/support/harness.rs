@@ -3,8 +3,8 @@
 //! deadline, response files, config edits, webhook config, file-tree
 //! snapshots and loopback HTTP GETs.
 //!
-//! Include it after `daemon` and `telegram`, which it uses:
-//! `#[path = "support/harness.rs"] mod harness;`.
+//! It uses the `daemon`, `telegram` and `receivers` modules, so a test
+//! declares those too: `#[path = "support/harness.rs"] mod harness;`.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -53,11 +53,18 @@ pub fn wait_polling(tg: &FakeTelegram, d: &Daemon, before: usize) {
 }
 
 /// Polls `cond` every 20 ms until it holds; panics after `deadline` with
-/// `what` and the output of `d`, if given. For conditions on the file
-/// system, which has no condition variable to wait on.
-pub fn wait_fs(deadline: Duration, what: &str, d: Option<&Daemon>, cond: impl Fn() -> bool) {
+/// `what` and the output of `d`, if given, or at once if `d` exits. For
+/// conditions on files and HTTP answers, which have no condition variable
+/// to wait on.
+pub fn wait_fs(deadline: Duration, what: &str, d: Option<&Daemon>, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
     while !cond() {
+        if let Some(d) = d.filter(|d| !d.child_running()) {
+            panic!(
+                "the daemon exited while waiting for {what}:\n{}",
+                d.out.text()
+            );
+        }
         if Instant::now() >= end {
             let out = d.map(|d| d.out.text()).unwrap_or_default();
             panic!("timed out after {deadline:?} waiting for {what}\n{out}");
@@ -302,4 +309,40 @@ pub fn count_in(tg: &FakeTelegram, chat: &str, needle: &str) -> usize {
         .iter()
         .filter(|m| m.chat_id == chat && m.text.contains(needle))
         .count()
+}
+
+/// Runs the binary with `args` until it exits or `deadline` passes (then
+/// it is killed): its exit code (`None`: still running at the deadline)
+/// and everything it printed, read after it ended.
+pub fn run_timed(args: &[&str], env: &[(&str, &str)], deadline: Duration) -> (Option<i32>, String) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("cct-out-{}-{n}", std::process::id()));
+    let file = fs::File::create(&path).unwrap();
+    let mut cmd = std::process::Command::new(crate::daemon::BIN);
+    cmd.args(args)
+        .env_remove("TELEGRAM_BOT_TOKEN")
+        .env_remove("CCTELEGRAM_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run cctelegram");
+    let end = Instant::now() + deadline;
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st.code().unwrap_or(-1));
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()).into_owned();
+    let _ = fs::remove_file(&path);
+    (code, out)
 }
