@@ -62,6 +62,15 @@ pub struct Poller {
     pub early_press: std::sync::Mutex<Option<(i64, Instant)>>,
 }
 
+/// Whether a message carries an approval's buttons.
+enum Shows {
+    Yes,
+    /// It shows another event.
+    No,
+    /// No record of it (yet: a press can beat the sender's bookkeeping).
+    Unknown,
+}
+
 /// The delivery id source of a `user_response` for a Telegram update.
 pub fn update_source(update_id: i64) -> String {
     format!("update:{update_id}")
@@ -323,9 +332,10 @@ impl Poller {
         };
         // Callback data is only trusted on the message that carries those
         // buttons: data forged to name another approval decides nothing.
-        match message_id {
-            Some(mid) if self.shows(&approval, &chat, mid) => {}
-            Some(mid) if self.still_early(update_id) => {
+        let shown = message_id.map(|mid| (mid, self.shows(&approval, &chat, mid)));
+        match shown {
+            Some((_, Shows::Yes)) => {}
+            Some((mid, Shows::Unknown)) if self.still_early(update_id) => {
                 return Err(Error::Failed(format!(
                     "a press on message {mid} in chat {chat}, which is not recorded yet"
                 )));
@@ -431,12 +441,15 @@ impl Poller {
     }
 
     /// Whether message `mid` in `chat` is one that shows approval `a`.
-    fn shows(&self, a: &Approval, chat: &str, mid: i64) -> bool {
-        a.messages.iter().any(|(c, m)| c == chat && *m == mid)
-            || self
-                .spool
-                .event_of_message(chat, mid)
-                .is_some_and(|e| e.event_id == a.event.event_id)
+    fn shows(&self, a: &Approval, chat: &str, mid: i64) -> Shows {
+        if a.messages.iter().any(|(c, m)| c == chat && *m == mid) {
+            return Shows::Yes;
+        }
+        match self.spool.event_of_message(chat, mid) {
+            Some(e) if e.event_id == a.event.event_id => Shows::Yes,
+            Some(_) => Shows::No,
+            None => Shows::Unknown,
+        }
     }
 
     /// Whether update `id` has waited less than the grace for its message
