@@ -938,7 +938,11 @@ impl Config {
         let hidden: Vec<&str> = w.secrets.iter().map(|_| "********").collect();
         let _ = writeln!(s, "secrets = {}", list(&hidden, true));
         let _ = writeln!(s, "format = {}", toml_str(w.format.name()));
-        let shown: Vec<String> = w.endpoints.iter().map(|u| endpoint::redact_url(u)).collect();
+        let shown: Vec<String> = w
+            .endpoints
+            .iter()
+            .map(|u| endpoint::redact_url(u))
+            .collect();
         let _ = writeln!(s, "endpoints = {}", list(&shown, true));
         let _ = writeln!(s, "timeout_seconds = {}", w.timeout_seconds);
         let _ = writeln!(s, "max_in_flight = {}", w.max_in_flight);
@@ -1198,10 +1202,20 @@ headers = { Authorization = "Bearer very-secret" }
         assert_eq!(c.webhook.endpoint.len(), 1);
         assert_eq!(
             c.webhook.endpoint[0].headers,
-            [("Authorization".to_string(), "Bearer very-secret".to_string())]
+            [(
+                "Authorization".to_string(),
+                "Bearer very-secret".to_string()
+            )]
         );
         let out = c.masked();
-        for secret in ["new-secret", "old-secret", "c2VjcmV0", "very-secret", "pw@", "t0ken"] {
+        for secret in [
+            "new-secret",
+            "old-secret",
+            "c2VjcmV0",
+            "very-secret",
+            "pw@",
+            "t0ken",
+        ] {
             assert!(!out.contains(secret), "{secret} in\n{out}");
         }
         let (back, w) = parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));

@@ -149,10 +149,11 @@ pub fn target_for(w: &Webhook, url: &str) -> Target {
 /// Every secret the configuration knows, without repeats (for `listen`).
 pub fn all_secrets(w: &Webhook) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for s in global_secrets(w)
-        .into_iter()
-        .chain(w.endpoint.iter().flat_map(|e| e.secrets.clone().unwrap_or_default()))
-    {
+    for s in global_secrets(w).into_iter().chain(
+        w.endpoint
+            .iter()
+            .flat_map(|e| e.secrets.clone().unwrap_or_default()),
+    ) {
         if !out.contains(&s) {
             out.push(s);
         }
@@ -202,7 +203,10 @@ pub fn parse(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<Settings>> {
                 Value::Object(m) => Ok(m),
                 other => Err(Error::config(
                     KEY,
-                    format!("expected [[webhook.endpoint]] tables, found {}", kind(other)),
+                    format!(
+                        "expected [[webhook.endpoint]] tables, found {}",
+                        kind(other)
+                    ),
                 )),
             })
             .collect::<Result<_>>()?,
@@ -210,7 +214,10 @@ pub fn parse(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<Settings>> {
         other => {
             return Err(Error::config(
                 KEY,
-                format!("expected [[webhook.endpoint]] tables, found {}", kind(other)),
+                format!(
+                    "expected [[webhook.endpoint]] tables, found {}",
+                    kind(other)
+                ),
             ))
         }
     };
@@ -228,9 +235,17 @@ pub fn parse(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<Settings>> {
                     format!("expected a URL string, found {}", kind(other)),
                 ))
             }
-            None => return Err(Error::config(at("url"), "is missing; every endpoint needs a url")),
+            None => {
+                return Err(Error::config(
+                    at("url"),
+                    "is missing; every endpoint needs a url",
+                ))
+            }
         };
-        let types = t.get("types").map(|v| strings(&at("types"), v)).transpose()?;
+        let types = t
+            .get("types")
+            .map(|v| strings(&at("types"), v))
+            .transpose()?;
         let secrets = t
             .get("secrets")
             .map(|v| strings(&at("secrets"), v))
@@ -253,7 +268,10 @@ pub fn parse(v: &Value, warnings: &mut Vec<String>) -> Result<Vec<Settings>> {
                     Value::String(s) => Ok((name.clone(), s.clone())),
                     other => Err(Error::config(
                         at("headers"),
-                        format!("the value of {name} must be a string, found {}", kind(other)),
+                        format!(
+                            "the value of {name} must be a string, found {}",
+                            kind(other)
+                        ),
                     )),
                 })
                 .collect::<Result<_>>()?,
@@ -459,7 +477,10 @@ mod tests {
         w.secret = "only".into();
         assert_eq!(global_secrets(&w), vec!["only".to_string()]);
         w.secrets = vec!["new".into(), "old".into()];
-        assert_eq!(global_secrets(&w), vec!["new".to_string(), "old".to_string()]);
+        assert_eq!(
+            global_secrets(&w),
+            vec!["new".to_string(), "old".to_string()]
+        );
     }
 
     #[test]
@@ -496,7 +517,10 @@ mod tests {
             Err(Error::Config { key, .. }) => assert_eq!(key, "webhook.endpoint[0].format"),
             other => panic!("{other:?}"),
         }
-        assert!(warnings[0].contains("webhook.endpoint[0].typo"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("webhook.endpoint[0].typo"),
+            "{warnings:?}"
+        );
         let v: Value = serde_json::json!([{"url": "https://x/", "headers": {"Authorization": 5}}]);
         assert!(parse(&v, &mut warnings).is_err());
         let ok = |_: &str, _: &str| Ok(());
@@ -553,7 +577,10 @@ mod tests {
             redact_url("https://bob:hunter2@example.net/hooks?token=abc&x=1#frag"),
             "https://***@example.net/hooks?token=***&x=***#***"
         );
-        assert_eq!(redact_url("http://127.0.0.1:9/a/b"), "http://127.0.0.1:9/a/b");
+        assert_eq!(
+            redact_url("http://127.0.0.1:9/a/b"),
+            "http://127.0.0.1:9/a/b"
+        );
         let once = redact_url("https://u@h/?k=v");
         assert_eq!(redact_url(&once), once);
     }
@@ -561,7 +588,10 @@ mod tests {
     #[test]
     fn plain_http_to_a_remote_host_is_warned_about() {
         let mut w = webhook();
-        w.endpoints = vec!["http://10.0.0.2/hook".into(), "http://127.0.0.1/hook".into()];
+        w.endpoints = vec![
+            "http://10.0.0.2/hook".into(),
+            "http://127.0.0.1/hook".into(),
+        ];
         let warnings = https_warnings(&w, |u| u.contains("127.0.0.1"));
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("Use HTTPS") && warnings[0].contains("10.0.0.2"));

@@ -2,5 +2,8 @@
 
 pub mod deliver;
 pub mod endpoint;
+pub mod figures;
+pub mod listen;
 pub mod payload;
+pub mod probe;
 pub mod sign;
