@@ -102,7 +102,7 @@ fn per_endpoint_types_secrets_and_headers_arrive_as_configured() {
 }
 
 #[test]
-fn check_config_warns_about_plain_http_to_another_host_and_refuses_bad_settings() {
+fn use_https_is_warned_at_start_up_and_in_check_config_and_bad_endpoint_settings_refused() {
     let setup = Setup::new(
         "https-warning",
         "http://127.0.0.1:9",
@@ -128,6 +128,26 @@ fn check_config_warns_about_plain_http_to_another_host_and_refuses_bad_settings(
         .iter()
         .any(|l| l.contains("http://hooks.example.net/x?key=***")));
     assert!(!out.contains("key=abc"), "{out}");
+
+    // At start-up too. Only presses would go to that endpoint and none
+    // happen, so nothing is sent off this machine.
+    let tg = FakeTelegram::start();
+    let remote = Setup::new(
+        "https-startup",
+        &tg.url(),
+        &[ME],
+        &webhook_config(
+            &[SECRET],
+            &[],
+            3,
+            "[[webhook.endpoint]]\nurl = \"http://192.0.2.10/hook\"\ntypes = [\"user_response\"]\n",
+        ),
+    );
+    let d = start_polling(&tg, &remote);
+    d.out
+        .wait_for("http://192.0.2.10/hook is plain http://", WAIT);
+    assert!(d.out.text().contains("Use HTTPS"));
+    drop(d);
 
     let bad = Setup::new(
         "bad-endpoint",
