@@ -210,6 +210,14 @@ fn listen_verifies_a_running_daemons_deliveries_and_refuses_tampered_or_stale_on
         401,
         "no signature at all"
     );
+    // Bounded: a body over 1 MiB is refused from its Content-Length alone.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
     l.stdout.wait_for("s from now", WAIT);
     let text = l.stdout.text();
     assert_eq!(text.matches(": 401 NOT VERIFIED").count(), 3, "{text}");
