@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::webhook::endpoint::{self, Format};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseMode {
@@ -71,7 +72,12 @@ pub struct Retry {
 pub struct Webhook {
     pub enabled: bool,
     pub secret: String,
+    /// Rotation: `[new, old, ...]`; when set, `secret` is not used.
+    pub secrets: Vec<String>,
+    pub format: Format,
     pub endpoints: Vec<String>,
+    /// `[[webhook.endpoint]]`: per-endpoint settings (see `webhook::endpoint`).
+    pub endpoint: Vec<endpoint::Settings>,
     pub timeout_seconds: u64,
     pub max_in_flight: u64,
     pub retry: Retry,
@@ -128,7 +134,10 @@ const KNOWN: &[(&str, &[&str])] = &[
         &[
             "enabled",
             "secret",
+            "secrets",
+            "format",
             "endpoints",
+            "endpoint",
             "timeout_seconds",
             "retry_attempts",
             "max_in_flight",
@@ -175,7 +184,10 @@ impl Default for Config {
             webhook: Webhook {
                 enabled: true,
                 secret: String::new(),
+                secrets: Vec::new(),
+                format: Format::Cctelegram,
                 endpoints: Vec::new(),
+                endpoint: Vec::new(),
                 timeout_seconds: 30,
                 max_in_flight: 4,
                 retry: Retry {
@@ -315,6 +327,7 @@ fn line_of(text: &str, table: &str, key: Option<&str>) -> usize {
         let line = raw.trim();
         if let Some(h) = line.strip_prefix('[') {
             let name: String = h
+                .trim_start_matches('[')
                 .split(']')
                 .next()
                 .unwrap_or("")
@@ -475,6 +488,21 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
             })
             .collect::<Result<_>>()?;
     }
+    if let Some(v) = w.get("secrets") {
+        c.webhook.secrets = endpoint::strings("webhook.secrets", v)?;
+        if !c.webhook.secret.is_empty() && !c.webhook.secrets.is_empty() {
+            warnings.push("webhook.secret is ignored: webhook.secrets is set".into());
+        }
+    }
+    if let Some(v) = w.get("format") {
+        let Value::String(f) = v else {
+            return Err(w.wrong("format", "a string", v));
+        };
+        c.webhook.format = Format::parse("webhook.format", f)?;
+    }
+    if let Some(v) = w.get("endpoint") {
+        c.webhook.endpoint = endpoint::parse(v, &mut warnings)?;
+    }
     w.uint("timeout_seconds", &mut c.webhook.timeout_seconds)?;
     w.uint("max_in_flight", &mut c.webhook.max_in_flight)?;
     // The spec's older name; [webhook.retry].max_attempts wins when both are set.
@@ -560,9 +588,11 @@ fn expand(p: &Path, home: Option<&str>) -> PathBuf {
     }
 }
 
-fn loopback_host(url: &str) -> bool {
+/// Whether `url`'s host is loopback (`localhost`, 127.0.0.0/8, `::1`).
+pub fn loopback_host(url: &str) -> bool {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
-    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
     let host = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
@@ -682,12 +712,7 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
     for url in &w.endpoints {
         check_url("webhook.endpoints", url)?;
     }
-    if w.enabled && !w.endpoints.is_empty() && w.secret.is_empty() {
-        return Err(Error::config(
-            "webhook.secret",
-            "is empty while endpoints are set; set CCTELEGRAM_WEBHOOK_SECRET or [webhook] secret",
-        ));
-    }
+    endpoint::validate(w, check_url)?;
     if !(1.0..=100.0).contains(&w.retry.backoff_multiplier) {
         return Err(Error::config(
             "webhook.retry.backoff_multiplier",
@@ -777,6 +802,15 @@ pub fn load(
     }
     validate(&c, run_daemon)?;
     let mut warnings = warnings;
+    if c.webhook.enabled {
+        warnings.extend(endpoint::https_warnings(&c.webhook, loopback_host));
+    }
+    if !c.webhook.secrets.is_empty() && get("CCTELEGRAM_WEBHOOK_SECRET").is_some() {
+        warnings.push(
+            "CCTELEGRAM_WEBHOOK_SECRET is ignored: [webhook] secrets is set (list the secrets there)"
+                .into(),
+        );
+    }
     // At the daemon's start-up (and reload), not on every command.
     if let Some(w) = path.filter(|_| run_daemon).and_then(open_to_others) {
         warnings.push(w);
@@ -898,8 +932,18 @@ impl Config {
         let _ = writeln!(s, "max_event_bytes = {}", l.max_event_bytes);
         let _ = writeln!(s, "\n[webhook]");
         let _ = writeln!(s, "enabled = {}", w.enabled);
-        let _ = writeln!(s, "secret = {}", secret(&w.secret));
-        let _ = writeln!(s, "endpoints = {}", list(&w.endpoints, true));
+        if w.secrets.is_empty() {
+            let _ = writeln!(s, "secret = {}", secret(&w.secret));
+        }
+        let hidden: Vec<&str> = w.secrets.iter().map(|_| "********").collect();
+        let _ = writeln!(s, "secrets = {}", list(&hidden, true));
+        let _ = writeln!(s, "format = {}", toml_str(w.format.name()));
+        let shown: Vec<String> = w
+            .endpoints
+            .iter()
+            .map(|u| endpoint::redact_url(u))
+            .collect();
+        let _ = writeln!(s, "endpoints = {}", list(&shown, true));
         let _ = writeln!(s, "timeout_seconds = {}", w.timeout_seconds);
         let _ = writeln!(s, "max_in_flight = {}", w.max_in_flight);
         let _ = writeln!(s, "\n[webhook.retry]");
@@ -907,6 +951,28 @@ impl Config {
         let _ = writeln!(s, "initial_delay_ms = {}", w.retry.initial_delay_ms);
         let _ = writeln!(s, "max_delay_ms = {}", w.retry.max_delay_ms);
         let _ = writeln!(s, "backoff_multiplier = {:?}", w.retry.backoff_multiplier);
+        for e in &w.endpoint {
+            let _ = writeln!(s, "\n[[webhook.endpoint]]");
+            let _ = writeln!(s, "url = {}", toml_str(&endpoint::redact_url(&e.url)));
+            if let Some(t) = &e.types {
+                let _ = writeln!(s, "types = {}", list(t, true));
+            }
+            if let Some(secrets) = &e.secrets {
+                let hidden: Vec<&str> = secrets.iter().map(|_| "********").collect();
+                let _ = writeln!(s, "secrets = {}", list(&hidden, true));
+            }
+            if let Some(f) = e.format {
+                let _ = writeln!(s, "format = {}", toml_str(f.name()));
+            }
+            if !e.headers.is_empty() {
+                let h: Vec<String> = e
+                    .headers
+                    .iter()
+                    .map(|(k, _)| format!("{} = \"********\"", toml_str(k)))
+                    .collect();
+                let _ = writeln!(s, "headers = {{ {} }}", h.join(", "));
+            }
+        }
         let _ = writeln!(s, "\n[health]");
         let _ = writeln!(s, "interval_seconds = {}", h.interval_seconds);
         let _ = writeln!(s, "memory_threshold_mb = {}", h.memory_threshold_mb);
@@ -1111,6 +1177,57 @@ listen = "127.0.0.1:8080"
         assert_eq!(back.paths.state_dir, c.paths.state_dir);
         assert_eq!(back.limits.per_chat_per_second, 1e300);
         assert_eq!(back.masked(), out);
+    }
+
+    #[test]
+    fn rotation_formats_and_endpoint_tables_load_and_mask() {
+        let text = r#"
+[webhook]
+secrets = ["new-secret", "old-secret"]
+format = "standard"
+endpoints = ["https://a.example/webhook/events"]
+
+[[webhook.endpoint]]
+url = "https://bob:pw@b.example/hooks?token=t0ken"
+types = ["user_response"]
+secrets = ["whsec_c2VjcmV0"]
+format = "cctelegram"
+headers = { Authorization = "Bearer very-secret" }
+"#;
+        let (c, w) = parse(text).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        validate(&c, false).unwrap();
+        assert_eq!(c.webhook.secrets, ["new-secret", "old-secret"]);
+        assert_eq!(c.webhook.format, Format::Standard);
+        assert_eq!(c.webhook.endpoint.len(), 1);
+        assert_eq!(
+            c.webhook.endpoint[0].headers,
+            [(
+                "Authorization".to_string(),
+                "Bearer very-secret".to_string()
+            )]
+        );
+        let out = c.masked();
+        for secret in [
+            "new-secret",
+            "old-secret",
+            "c2VjcmV0",
+            "very-secret",
+            "pw@",
+            "t0ken",
+        ] {
+            assert!(!out.contains(secret), "{secret} in\n{out}");
+        }
+        let (back, w) = parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(back.masked(), out);
+        assert_eq!(back.webhook.endpoint[0].types, c.webhook.endpoint[0].types);
+        match parse("[webhook]\nformat = \"svix\"") {
+            Err(Error::Config { key, .. }) => assert_eq!(key, "webhook.format"),
+            other => panic!("{other:?}"),
+        }
+        let (_, w) = parse("[webhook]\nsecret = \"a\"\nsecrets = [\"b\"]").unwrap();
+        assert!(w[0].contains("webhook.secret is ignored"), "{w:?}");
     }
 
     #[test]

@@ -199,7 +199,7 @@ fn reload(live: &Live, outbox: &Outbox) {
             log::info!(
                 "configuration reloaded: {} chat(s), {} webhook endpoint(s)",
                 c.target_chats().len(),
-                c.webhook.endpoints.len()
+                crate::webhook::endpoint::targets(&c.webhook).len()
             );
         }
         Err(e) => log::error!("configuration not reloaded, the old one stays in force: {e}"),

@@ -21,6 +21,8 @@ use crate::error::Result;
 use crate::stats::Stats;
 use crate::telegram::api::Api;
 use crate::webhook::deliver::Outbox;
+use crate::webhook::endpoint::redact_url;
+use crate::webhook::figures;
 use crate::webhook::payload;
 
 /// One check's verdict, worst last.
@@ -74,6 +76,9 @@ pub struct Inputs {
     /// Webhook deliveries and failed attempts since the last check.
     pub webhooks: Option<(u64, u64)>,
     pub disabled_endpoints: Vec<String>,
+    /// Endpoints (shown without credentials) whose every attempt has failed
+    /// for an hour or more.
+    pub failing_endpoints: Vec<String>,
     pub disk_free_mb: Option<f64>,
     /// Seconds since a write to the state directory last failed, if one
     /// failed since the previous check.
@@ -197,6 +202,14 @@ pub fn evaluate(i: &Inputs) -> Vec<Check> {
                         i.disabled_endpoints.join(", ")
                     ),
                 )
+            } else if !i.failing_endpoints.is_empty() {
+                (
+                    Level::Warn,
+                    format!(
+                        "every attempt has failed for over an hour: {}",
+                        i.failing_endpoints.join(", ")
+                    ),
+                )
             } else if total > 0 && rate < 90.0 {
                 (
                     Level::Warn,
@@ -212,7 +225,8 @@ pub fn evaluate(i: &Inputs) -> Vec<Check> {
                 "webhook_delivery",
                 level,
                 message,
-                json!({"value": rate, "unit": "%", "disabled_endpoints": i.disabled_endpoints}),
+                json!({"value": rate, "unit": "%", "disabled_endpoints": i.disabled_endpoints,
+                       "failing_endpoints": i.failing_endpoints}),
             )
         }
     });
@@ -388,7 +402,7 @@ impl Monitor {
             Some("unhealthy") => 2.0,
             _ => -1.0,
         };
-        self.stats.prometheus(&[
+        let mut text = self.stats.prometheus(&[
             (
                 "cctelegram_resident_memory_bytes",
                 "Resident set size",
@@ -404,7 +418,9 @@ impl Monitor {
                 "0 healthy, 1 degraded, 2 unhealthy, -1 not checked yet",
                 code,
             ),
-        ])
+        ]);
+        text.push_str(&figures::prometheus(&self.outbox.endpoint_figures()));
+        text
     }
 
     pub async fn run(self: Arc<Self>, stop: Arc<crate::signals::Stop>) -> Result<()> {
@@ -423,6 +439,7 @@ impl Monitor {
                 Stats::get(&self.stats.webhook_retries) + Stats::get(&self.stats.webhooks_dead);
             let window = (delivered - last_counts.0, failed - last_counts.1);
             last_counts = (delivered, failed);
+            let figures = self.outbox.endpoint_figures();
             let inputs = Inputs {
                 telegram: me
                     .map(|_| started.elapsed().as_millis() as u64)
@@ -440,7 +457,12 @@ impl Monitor {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .iter()
-                    .cloned()
+                    .map(|u| redact_url(u))
+                    .collect(),
+                failing_endpoints: figures
+                    .iter()
+                    .filter(|(_, e)| e.failing_for_long(clock::now_ms()))
+                    .map(|(u, _)| redact_url(u))
                     .collect(),
                 disk_free_mb: disk_free_mb(&self.state_dir),
                 state_write_failed_s: {
@@ -454,7 +476,8 @@ impl Monitor {
             let checks = evaluate(&inputs);
             let status = status_of(&checks);
             let uptime = self.started.elapsed().as_secs();
-            let body = health_object(status, Some(previous), &checks, uptime, &self.stats);
+            let mut body = health_object(status, Some(previous), &checks, uptime, &self.stats);
+            body["webhooks"] = figures::health_json(&figures);
             if let Some((alert_type, message)) = transition(previous, status, &checks) {
                 log::warn!("health is now {}: {message}", status.name());
                 let p = payload::health_update(
@@ -501,6 +524,7 @@ mod tests {
             hold_until: 0,
             webhooks: Some((10, 0)),
             disabled_endpoints: vec![],
+            failing_endpoints: vec![],
             disk_free_mb: Some(5000.0),
             state_write_failed_s: None,
             now_ms: 1_000_000,
@@ -542,6 +566,11 @@ mod tests {
         let mut i = inputs();
         i.disabled_endpoints = vec!["http://x/gone".into()];
         assert_eq!(status_of(&evaluate(&i)), Status::Degraded);
+        let mut i = inputs();
+        i.failing_endpoints = vec!["https://x/hook".into()];
+        let c = evaluate(&i);
+        assert_eq!(status_of(&c), Status::Degraded);
+        assert!(c[4].message.contains("https://x/hook"), "{}", c[4].message);
         let mut i = inputs();
         i.disk_free_mb = Some(5.0);
         assert_eq!(status_of(&evaluate(&i)), Status::Unhealthy);

@@ -22,9 +22,13 @@ Usage:
   cctelegram status [--config PATH] [--json] health and counters of the running daemon
   cctelegram dlq [--config PATH] list|replay ID|--all|purge ID|--all
                                             dead-lettered webhook deliveries
-  cctelegram verify --secret S --signature SIG [--timestamp T] [--id ID] < body
+  cctelegram verify --secret S [--secret S2]... --signature SIG [--timestamp T] [--id ID] < body
                                             check a webhook signature: exit 0 if valid
   cctelegram mcp [--config PATH] [--channel] an MCP server on stdio (--channel: a Claude Code channel)
+  cctelegram webhook test [--config PATH] [URL]
+                                            one signed test delivery to every endpoint
+  cctelegram listen [--bind ADDR] [--port N] [--secret S]...
+                                            a local receiver that verifies what arrives
   cctelegram help [COMMAND]                 this text
   cctelegram --version
 
@@ -56,6 +60,8 @@ The body is read from standard input, byte for byte. A sha256= signature
 is X-CCTelegram-Signature (T is X-CCTelegram-Timestamp); a v1, signature is
 webhook-signature (ID is webhook-id, T is webhook-timestamp). Comparison is
 constant-time, and a timestamp more than 5 minutes from now is not valid.
+During a rotation give every secret (--secret new --secret old) and the
+whole header: valid if any secret matches any of its signatures.
 Exit 0: valid. Exit 1: not valid, with the reason.
 ";
 
@@ -111,6 +117,8 @@ const VALUE_FLAGS: &[&str] = &[
     "--timestamp",
     "--id",
     "--token",
+    "--bind",
+    "--port",
 ];
 
 fn parse_args(argv: Vec<String>) -> Result<Args> {
@@ -377,7 +385,8 @@ fn verify(args: &Args) -> Result<()> {
         &[],
         false,
     )?;
-    let secret = args.need("--secret")?;
+    args.need("--secret")?;
+    let secrets = args.all("--secret");
     let signature = args.need("--signature")?;
     let timestamp =
         match args.one("--timestamp") {
@@ -389,8 +398,8 @@ fn verify(args: &Args) -> Result<()> {
     let mut body = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
         .map_err(|e| Error::io("standard input", e))?;
-    match sign::verify(
-        secret,
+    match sign::verify_any(
+        &secrets,
         args.one("--id"),
         timestamp,
         signature,
@@ -477,6 +486,7 @@ fn status_table(h: &serde_json::Value) -> String {
             let _ = writeln!(out, "{:<27} {v}", k.replace('_', " "));
         }
     }
+    out.push_str(&cctelegram::webhook::figures::status_lines(h));
     out
 }
 
@@ -539,6 +549,22 @@ fn real_main() -> Result<()> {
             let (cfg, _) = load_config(&args, false)?;
             let channel = args.switches.iter().any(|s| s == "--channel");
             cctelegram::mcp::serve(cfg, channel)?;
+        }
+        "webhook" => {
+            args.only(&["--config"], &[], true)?;
+            let (cfg, _) = load_config(&args, false)?;
+            cctelegram::webhook::probe::command(&cfg, &args.positional)?;
+        }
+        "listen" => {
+            args.only(&["--config", "--bind", "--port", "--secret"], &[], false)?;
+            let (bind, port) = (args.one("--bind"), args.one("--port"));
+            let secrets: Vec<String> = args.all("--secret").iter().map(|s| s.to_string()).collect();
+            let cfg = if secrets.is_empty() {
+                Some(load_config(&args, false)?.0)
+            } else {
+                None
+            };
+            cctelegram::webhook::listen::command(bind, port, secrets, cfg.as_ref())?;
         }
         "" => {
             return Err(Error::Usage(

@@ -26,8 +26,14 @@ use crate::reload::Live;
 use crate::signals::Stop;
 use crate::stats::Stats;
 use crate::store::{self, Records};
-use crate::webhook::payload::{to_js_json, BridgeInfo};
+use crate::webhook::endpoint::{self, redact_url, Format, Target};
+use crate::webhook::figures::{Attempt, Endpoint, Figures};
+use crate::webhook::payload::{self, to_js_json, BridgeInfo};
 use crate::webhook::sign;
+
+/// `X-CCTelegram-Payload-Version`: the shapes of `spec/webhooks.md` plus
+/// CONTRACT section 6. A change that would break a receiver gets a new one.
+pub const PAYLOAD_VERSION: &str = "1";
 
 /// The longest `Retry-After` honoured; a receiver asking for more is
 /// retried after an hour.
@@ -166,15 +172,18 @@ fn record_name(id: &str, endpoint: &str) -> String {
     )
 }
 
-/// Sends one attempt; blocking. `retry` is the number of earlier attempts.
+/// Sends one attempt; blocking. `target` gives the secrets (the first
+/// signs `X-CCTelegram-Signature`, the second `-Previous`, each one
+/// `webhook-signature` entry) and the extra headers.
 pub fn attempt(
     agent: &ureq::Agent,
-    secret: &str,
+    target: &Target,
     d: &Delivery,
     max_retries: u64,
     now_s: u64,
 ) -> Outcome {
     let body = d.body.as_bytes();
+    let first = target.secrets.first().map(String::as_str).unwrap_or("");
     let mut req = agent
         .post(&d.endpoint)
         .header("Content-Type", "application/json")
@@ -184,16 +193,26 @@ pub fn attempt(
         )
         .header(
             "X-CCTelegram-Signature",
-            sign::cctelegram_signature(secret, body),
+            sign::cctelegram_signature(first, body),
         )
         .header("X-CCTelegram-Timestamp", now_s.to_string())
+        .header("X-CCTelegram-Payload-Version", PAYLOAD_VERSION)
         .header("X-CCTelegram-Delivery", &d.id)
         .header("webhook-id", &d.id)
         .header("webhook-timestamp", now_s.to_string())
         .header(
             "webhook-signature",
-            sign::standard_signature(secret, &d.id, now_s, body),
+            sign::standard_signatures(&target.secrets, &d.id, now_s, body),
         );
+    if let Some(previous) = target.secrets.get(1) {
+        req = req.header(
+            "X-CCTelegram-Signature-Previous",
+            sign::cctelegram_signature(previous, body),
+        );
+    }
+    for (name, value) in &target.headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
     if d.attempts > 0 {
         req = req
             .header("X-CCTelegram-Retry-Count", d.attempts.to_string())
@@ -264,6 +283,16 @@ pub struct Outbox {
     stats: Arc<Stats>,
     /// Endpoints that answered 410 Gone, until the config is loaded again.
     pub disabled: Mutex<HashSet<String>>,
+    /// Per-endpoint delivery figures.
+    pub figures: Figures,
+}
+
+/// What a finished attempt reports to the worker.
+struct Done {
+    name: String,
+    outcome: Outcome,
+    elapsed_us: u64,
+    retry: bool,
 }
 
 impl Outbox {
@@ -291,6 +320,7 @@ impl Outbox {
             left: Mutex::new(left),
             stats,
             disabled: Mutex::new(HashSet::new()),
+            figures: Figures::default(),
         })
     }
 
@@ -301,7 +331,22 @@ impl Outbox {
     /// Whether any payload can go anywhere.
     pub fn active(&self) -> bool {
         let c = self.live.get();
-        c.webhook.enabled && !c.webhook.endpoints.is_empty()
+        c.webhook.enabled && !endpoint::targets(&c.webhook).is_empty()
+    }
+
+    /// The figures of every configured endpoint (and of any other tried
+    /// since the start), in the configuration's order.
+    pub fn endpoint_figures(&self) -> Vec<(String, Endpoint)> {
+        let c = self.live.get();
+        let urls: Vec<String> = if c.webhook.enabled {
+            endpoint::targets(&c.webhook)
+                .into_iter()
+                .map(|t| t.url)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.figures.snapshot(&urls)
     }
 
     pub fn info(&self) -> BridgeInfo {
@@ -320,7 +365,10 @@ impl Outbox {
             .drain()
             .collect();
         for e in was {
-            log::info!("webhooks to {e} are enabled again (configuration reloaded)");
+            log::info!(
+                "webhooks to {} are enabled again (configuration reloaded)",
+                redact_url(&e)
+            );
         }
     }
 
@@ -335,9 +383,10 @@ impl Outbox {
             return Ok(());
         }
         let id = delivery_id(kind, source);
-        let mut body = None;
+        let (mut plain, mut standard) = (None, None);
         let now = clock::now_ms();
-        for endpoint in w.endpoints.iter().filter(|e| routes_to(e.as_str(), kind)) {
+        for target in endpoint::targets(w).into_iter().filter(|t| t.takes(kind)) {
+            let endpoint = &target.url;
             let name = record_name(&id, endpoint);
             if self.records.exists(&name) || self.dead.exists(&name) {
                 continue;
@@ -346,7 +395,13 @@ impl Outbox {
                 id: id.clone(),
                 kind: kind.to_string(),
                 endpoint: endpoint.clone(),
-                body: body.get_or_insert_with(|| to_js_json(payload)).clone(),
+                body: match target.format {
+                    Format::Cctelegram => plain.get_or_insert_with(|| to_js_json(payload)),
+                    Format::Standard => {
+                        standard.get_or_insert_with(|| payload::standard_envelope(kind, payload))
+                    }
+                }
+                .clone(),
                 created_ms: now,
                 attempts: 0,
                 not_before: 0,
@@ -399,7 +454,7 @@ impl Outbox {
                 .waiting
                 .insert((d.not_before, seq, name));
         }
-        let (done_tx, done_rx) = smol::channel::unbounded::<(String, Outcome)>();
+        let (done_tx, done_rx) = smol::channel::unbounded::<Done>();
         let mut in_flight = 0;
         loop {
             let stopping = stop.is_set();
@@ -455,18 +510,24 @@ impl Outbox {
                     lane.busy += 1;
                     lane.seqs.insert(name.clone(), seq);
                     in_flight += 1;
-                    let (agent, secret, done, stats) = (
+                    let (agent, target, done, stats) = (
                         agent.clone(),
-                        cfg.secret.clone(),
+                        endpoint::target_for(&cfg, &d.endpoint),
                         done_tx.clone(),
                         self.stats.clone(),
                     );
                     let max_retries = cfg.retry.max_attempts;
                     smol::unblock(move || {
                         let started = Instant::now();
-                        let outcome = attempt(&agent, &secret, &d, max_retries, now_s);
-                        stats.webhook_request.observe(started.elapsed());
-                        let _ = done.send_blocking((name, outcome));
+                        let outcome = attempt(&agent, &target, &d, max_retries, now_s);
+                        let elapsed = started.elapsed();
+                        stats.webhook_request.observe(elapsed);
+                        let _ = done.send_blocking(Done {
+                            name,
+                            outcome,
+                            elapsed_us: elapsed.as_micros() as u64,
+                            retry: d.attempts > 0,
+                        });
                     })
                     .detach();
                 }
@@ -480,7 +541,7 @@ impl Outbox {
             Stats::set(&self.stats.webhooks_pending, where_is.len() as u64);
             enum Wake {
                 New((String, Meta)),
-                Done((String, Outcome)),
+                Done(Done),
                 Timer,
             }
             let new_f = async { new.recv().await.map(Wake::New).unwrap_or(Wake::Timer) };
@@ -519,9 +580,10 @@ impl Outbox {
                     ));
                 }
                 Wake::Timer => {}
-                Wake::Done((name, outcome)) => {
+                Wake::Done(done) => {
                     in_flight -= 1;
-                    let next = match self.settle(&name, outcome, &cfg) {
+                    let name = done.name.clone();
+                    let next = match self.settle(done, &cfg) {
                         Ok(n) => n,
                         Err(e) => {
                             // Nothing is dropped: the record stays and the
@@ -555,7 +617,8 @@ impl Outbox {
 
     /// Records an attempt's outcome; returns the next attempt time if it is
     /// to be tried again.
-    fn settle(&self, name: &str, outcome: Outcome, cfg: &Config) -> Result<Option<u64>> {
+    fn settle(&self, done: Done, cfg: &Config) -> Result<Option<u64>> {
+        let name = done.name.as_str();
         let Some(mut d) = self.records.get::<Delivery>(name)? else {
             log::error!("webhook delivery {name} vanished before its outcome was recorded");
             return Ok(None);
@@ -565,6 +628,28 @@ impl Outbox {
         if d.first_attempt.is_none() {
             d.first_attempt = Some(clock::now_ms() / 1000);
         }
+        let outcome = done.outcome;
+        // Counted once per attempt, before the bookkeeping that may fail and
+        // be done again.
+        let counted = match &outcome {
+            Outcome::Delivered(_) => Attempt::Delivered,
+            Outcome::Retry { error, .. } => Attempt::Failed {
+                error: error.clone(),
+                dead: u64::from(d.attempts - 1) >= cfg.retry.max_attempts,
+            },
+            Outcome::Refused { error, .. } | Outcome::Gone(error) => Attempt::Failed {
+                error: error.clone(),
+                dead: true,
+            },
+        };
+        self.figures.record(
+            &d.endpoint,
+            done.retry,
+            done.elapsed_us,
+            counted,
+            clock::now_ms(),
+        );
+        let shown = redact_url(&d.endpoint);
         match outcome {
             Outcome::Delivered(status) => {
                 // At least once: if this removal is lost in a crash, the
@@ -572,9 +657,8 @@ impl Outbox {
                 self.records.remove(name)?;
                 Stats::bump(&self.stats.webhooks_delivered);
                 log::info!(
-                    "webhook {} {id} delivered to {} ({status}) after {} attempt(s)",
+                    "webhook {} {id} delivered to {shown} ({status}) after {} attempt(s)",
                     d.kind,
-                    d.endpoint,
                     d.attempts
                 );
                 Ok(None)
@@ -583,8 +667,8 @@ impl Outbox {
                 let retries_done = d.attempts - 1;
                 if u64::from(retries_done) >= cfg.retry.max_attempts {
                     let what = format!(
-                        "webhook {} {id} to {} failed after {} attempts",
-                        d.kind, d.endpoint, d.attempts
+                        "webhook {} {id} to {shown} failed after {} attempts",
+                        d.kind, d.attempts
                     );
                     self.bury(name, d, error.clone())?;
                     log::warn!("{what}, moved to the dead letter queue: {error}");
@@ -599,24 +683,22 @@ impl Outbox {
                 self.records.put(name, &d)?;
                 Stats::bump(&self.stats.webhook_retries);
                 log::warn!(
-                    "webhook {} {id} to {} failed (attempt {}), retrying in {:.1} s: {error}",
+                    "webhook {} {id} to {shown} failed (attempt {}), retrying in {:.1} s: {error}",
                     d.kind,
-                    d.endpoint,
                     d.attempts,
                     wait as f64 / 1000.0
                 );
                 Ok(Some(d.not_before))
             }
             Outcome::Refused { error, .. } => {
-                let what = format!("webhook {} {id} refused by {}", d.kind, d.endpoint);
+                let what = format!("webhook {} {id} refused by {shown}", d.kind);
                 self.bury(name, d, error.clone())?;
                 log::warn!("{what}, moved to the dead letter queue: {error}");
                 Ok(None)
             }
             Outcome::Gone(error) => {
                 log::error!(
-                    "{} answered 410 Gone: no more webhooks go there until the configuration is reloaded (SIGHUP) or cctelegram restarts",
-                    d.endpoint
+                    "{shown} answered 410 Gone: no more webhooks go there until the configuration is reloaded (SIGHUP) or cctelegram restarts"
                 );
                 self.disabled
                     .lock()
@@ -711,7 +793,7 @@ impl DeadLetters {
         let agent = crate::net::agent(Duration::from_secs(cfg.timeout_seconds));
         let outcome = attempt(
             &agent,
-            &cfg.secret,
+            &endpoint::target_for(cfg, &d.endpoint),
             &d,
             cfg.retry.max_attempts,
             clock::now_ms() / 1000,

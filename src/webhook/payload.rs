@@ -167,6 +167,36 @@ pub fn health_update(
     })
 }
 
+/// The Standard Webhooks envelope of a version 1 payload, for endpoints
+/// with `format = "standard"`: `{"type", "timestamp", "data"}`, in that
+/// order, `timestamp` the payload's own (RFC 3339, UTC) and `data` the
+/// payload exactly as the `cctelegram` format sends it.
+pub fn standard_envelope(kind: &str, payload: &Value) -> String {
+    let timestamp = payload["timestamp"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| clock::iso8601(clock::now_ms()));
+    let mut out = String::from("{\"type\":");
+    write_string(kind, &mut out);
+    out.push_str(",\"timestamp\":");
+    write_string(&timestamp, &mut out);
+    out.push_str(",\"data\":");
+    write_value(payload, &mut out);
+    out.push('}');
+    out
+}
+
+/// `test`, from `cctelegram webhook test`: a delivery that reports nothing
+/// but shows that the receiver is reachable and verifies signatures.
+pub fn test(now_ms: u64, info: &BridgeInfo) -> Value {
+    json!({
+        "webhook_type": "test",
+        "timestamp": clock::iso8601(now_ms),
+        "message": "Test delivery from cctelegram webhook test: if this verifies, your receiver is ready",
+        "bridge_info": info.value(),
+    })
+}
+
 /// The compact JSON text JavaScript's `JSON.stringify` would write.
 pub fn to_js_json(v: &Value) -> String {
     let mut out = String::new();
@@ -316,6 +346,17 @@ mod tests {
         ] {
             assert_eq!(js_float(f), js, "{f}");
         }
+    }
+
+    #[test]
+    fn the_standard_envelope_wraps_the_payload_unchanged() {
+        let p = test(0, &BridgeInfo { uptime_seconds: 1 });
+        let env = standard_envelope("test", &p);
+        assert!(
+            env.starts_with(r#"{"type":"test","timestamp":"1970-01-01T00:00:00.000Z","data":{"#)
+        );
+        let v: Value = serde_json::from_str(&env).unwrap();
+        assert_eq!(to_js_json(&v["data"]), to_js_json(&p));
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub fn standard_signature(secret: &str, id: &str, timestamp: u64, body: &[u8]) -
     format!("v1,{}", base64_encode(ctx.sign().as_ref()))
 }
 
+/// The `webhook-signature` header value during a rotation: one `v1,`
+/// entry per secret, space-separated, as Standard Webhooks lists them.
+pub fn standard_signatures(secrets: &[String], id: &str, timestamp: u64, body: &[u8]) -> String {
+    secrets
+        .iter()
+        .map(|s| standard_signature(s, id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Why a signature is not valid.
 #[derive(Debug, PartialEq)]
 pub enum Invalid {
@@ -118,6 +128,36 @@ pub fn verify(
         return Err(Invalid::Mismatch);
     }
     Err(Invalid::Format)
+}
+
+/// [`verify`] with several secrets and a header that may list several
+/// signatures (space-separated, of either scheme): valid if any secret
+/// matches any signature. A stale timestamp is refused whatever matches.
+pub fn verify_any(
+    secrets: &[&str],
+    id: Option<&str>,
+    timestamp: Option<u64>,
+    signature: &str,
+    body: &[u8],
+    now: u64,
+) -> Result<(), Invalid> {
+    let mut worst = Invalid::Format;
+    for candidate in signature.split_whitespace() {
+        for secret in secrets {
+            match verify(secret, id, timestamp, candidate, body, now) {
+                Ok(()) => return Ok(()),
+                Err(e @ Invalid::Stale { .. }) => return Err(e),
+                Err(e) => {
+                    // Report the most telling reason: a mismatch beats a
+                    // format problem of another entry.
+                    if worst == Invalid::Format || e == Invalid::NeedsId {
+                        worst = e;
+                    }
+                }
+            }
+        }
+    }
+    Err(worst)
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -213,6 +253,47 @@ mod tests {
         assert_eq!(
             verify("s", None, None, "md5=00", body, 0),
             Err(Invalid::Format)
+        );
+    }
+
+    #[test]
+    fn rotation_signs_once_per_secret_and_any_secret_verifies() {
+        let body = br#"{"a":1}"#;
+        let secrets = ["new".to_string(), "whsec_b2xk".to_string()];
+        let header = standard_signatures(&secrets, "msg_1", 1000, body);
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1], standard_signature("old", "msg_1", 1000, body));
+        for s in ["new", "old", "whsec_b2xk"] {
+            assert_eq!(
+                verify_any(&[s], Some("msg_1"), Some(1000), &header, body, 1000),
+                Ok(()),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            verify_any(
+                &["other", "new"],
+                Some("msg_1"),
+                Some(1000),
+                &header,
+                body,
+                1000
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify_any(&["other"], Some("msg_1"), Some(1000), &header, body, 1000),
+            Err(Invalid::Mismatch)
+        );
+        assert_eq!(
+            verify_any(&["new"], Some("msg_1"), Some(1000), &header, body, 2000),
+            Err(Invalid::Stale { skew_secs: 1000 })
+        );
+        let sha = cctelegram_signature("old", body);
+        assert_eq!(
+            verify_any(&["new", "old"], None, Some(1000), &sha, body, 1000),
+            Ok(())
         );
     }
 }

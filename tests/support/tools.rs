@@ -64,6 +64,7 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("flask", "flask"),
     ("standardwebhooks", "standardwebhooks"),
     ("prometheus_client", "prometheus-client"),
+    ("jsonschema", "jsonschema"),
 ];
 
 /// Panics unless `python3` can import `module`, naming the install command.
