@@ -26,5 +26,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(b) => b,
         Err(e) => panic!("check-config output does not parse: {e}\n{shown}"),
     };
-    assert_eq!(back.masked(), shown, "check-config output reads back differently");
+    assert_eq!(
+        back.masked(),
+        shown,
+        "check-config output reads back differently"
+    );
 });
