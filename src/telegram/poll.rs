@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use smol::channel::Receiver;
 use smol::future::FutureExt as _;
 
-use crate::approvals::{parse_callback, Approval, Approvals, Decision, Press};
+use crate::approvals::{option_label, parse_callback, Approval, Approvals, Decision, Press};
 use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
@@ -311,14 +311,7 @@ impl Poller {
         let message_id = p.message_id;
         let resolved = parse_callback(data).and_then(|(key, index, word)| {
             let a = self.approvals.get(&key).ok().flatten()?;
-            let options = a.event.options();
-            let label = match index {
-                Some(i) => options.get(i).cloned(),
-                None => options
-                    .iter()
-                    .find(|o| o.trim().eq_ignore_ascii_case(word))
-                    .cloned(),
-            }?;
+            let label = option_label(&a.event.options(), index, word)?.clone();
             Some((key, label, a))
         });
         let Some((key, label, approval)) = resolved else {
