@@ -92,7 +92,6 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         stats: stats.clone(),
         started,
         stop: stop.clone(),
-        early_press: Mutex::new(None),
     };
     log::info!(
         "cctelegram {} watching {} for {} chat(s); {} send(s) queued from before",

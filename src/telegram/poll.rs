@@ -38,10 +38,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// (and health) recover within a minute of the trouble ending.
 const MAX_POLL_WAIT_MS: u64 = 30_000;
 
-/// How long a press on a message we have not recorded yet (it can beat the
-/// sender's bookkeeping by a millisecond) is retried before it is refused.
-const UNRECORDED_PRESS_GRACE: Duration = Duration::from_secs(20);
-
 /// Counts a failed attempt and returns how long to wait before the next.
 fn next_wait(attempt: &mut u32) -> Duration {
     *attempt += 1;
@@ -58,17 +54,6 @@ pub struct Poller {
     pub stats: Arc<Stats>,
     pub started: Instant,
     pub stop: Arc<Stop>,
-    /// When a press on a not-yet-recorded message was first seen.
-    pub early_press: std::sync::Mutex<Option<(i64, Instant)>>,
-}
-
-/// Whether a message carries an approval's buttons.
-enum Shows {
-    Yes,
-    /// It shows another event.
-    No,
-    /// No record of it (yet: a press can beat the sender's bookkeeping).
-    Unknown,
 }
 
 /// The delivery id source of a `user_response` for a Telegram update.
@@ -323,19 +308,15 @@ impl Poller {
                 .await;
             return Ok(());
         };
-        // Callback data is only trusted on the message that carries those
-        // buttons: data forged to name another approval decides nothing.
-        let shown = message_id.map(|mid| (mid, self.shows(&approval, &chat, mid)));
-        match shown {
-            Some((_, Shows::Yes)) => {}
-            Some((mid, Shows::Unknown)) if self.still_early(update_id) => {
-                return Err(Error::Failed(format!(
-                    "a press on message {mid} in chat {chat}, which is not recorded yet"
-                )));
-            }
-            _ => {
+        // Callback data naming another approval than the one its message
+        // shows is forged: it decides nothing. A message we have no record
+        // of (the press beat the sender's bookkeeping, or a copy whose send
+        // a crash left unrecorded) is taken at its word: only the bot puts
+        // buttons on its messages.
+        if let Some(mid) = message_id {
+            if self.shows_other(&approval, &chat, mid) {
                 log::warn!(
-                    "button press by {} with callback data {data:?} on a message that does not carry it: ignored",
+                    "button press by {} with callback data {data:?} on message {mid}, which shows another event: ignored",
                     name_of(from)
                 );
                 self.answer(query_id, "This button is no longer known.")
@@ -433,29 +414,15 @@ impl Poller {
         Ok(())
     }
 
-    /// Whether message `mid` in `chat` is one that shows approval `a`.
-    fn shows(&self, a: &Approval, chat: &str, mid: i64) -> Shows {
+    /// Whether message `mid` in `chat` is known to show another event than
+    /// approval `a`.
+    fn shows_other(&self, a: &Approval, chat: &str, mid: i64) -> bool {
         if a.messages.iter().any(|(c, m)| c == chat && *m == mid) {
-            return Shows::Yes;
+            return false;
         }
-        match self.spool.event_of_message(chat, mid) {
-            Some(e) if e.event_id == a.event.event_id => Shows::Yes,
-            Some(_) => Shows::No,
-            None => Shows::Unknown,
-        }
-    }
-
-    /// Whether update `id` has waited less than the grace for its message
-    /// to be recorded (starting the clock the first time it is asked).
-    fn still_early(&self, id: i64) -> bool {
-        let mut early = self.early_press.lock().unwrap_or_else(|p| p.into_inner());
-        match *early {
-            Some((seen, at)) if seen == id => at.elapsed() < UNRECORDED_PRESS_GRACE,
-            _ => {
-                *early = Some((id, Instant::now()));
-                true
-            }
-        }
+        self.spool
+            .event_of_message(chat, mid)
+            .is_some_and(|e| e.event_id != a.event.event_id)
     }
 
     /// Removes the buttons from every copy of the approval and appends `note`.
