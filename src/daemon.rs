@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::health::Monitor;
 use crate::http;
 use crate::ingest::Ingest;
+use crate::notify::Controls;
 use crate::reload::Live;
 use crate::responses::Responses;
 use crate::signals::{Signal, Signals, Stop};
@@ -49,6 +50,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     let spool = Arc::new(Spool::open(&state_dir, clock::now_ms())?);
     let responses = Arc::new(Responses::open(&cfg.paths.responses_dir, spool.offset())?);
     let approvals = Arc::new(Approvals::new(Records::open(&state_dir, "buttons")?));
+    let controls = Arc::new(Controls::open(&state_dir));
     let chats = cfg.target_chats();
     let api = Arc::new(Api::new(&cfg.telegram.api_url, &cfg.telegram.bot_token));
     let health_interval = Duration::from_secs(cfg.health.interval_seconds);
@@ -81,6 +83,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         live.clone(),
         expiry_tx,
         stats.clone(),
+        controls.clone(),
     )?;
     let poller = Poller {
         api: api.clone(),

@@ -23,6 +23,7 @@ pub mod http;
 pub mod ingest;
 pub mod init;
 pub mod net;
+pub mod notify;
 pub mod reload;
 pub mod responses;
 pub mod signals;
@@ -30,6 +31,7 @@ pub mod spool;
 pub mod stats;
 pub mod store;
 pub mod telegram;
+pub mod tz;
 pub mod watch;
 pub mod webhook;
 

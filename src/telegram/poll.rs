@@ -404,7 +404,11 @@ impl Poller {
                 // anyway.
                 let mut a = a;
                 if let Some(mid) = message_id.filter(|_| !chat.is_empty()) {
-                    if !a.messages.contains(&(chat.clone(), mid)) {
+                    if !a
+                        .messages
+                        .iter()
+                        .any(|(c, m)| crate::telegram::api::same_chat(c, &chat) && *m == mid)
+                    {
                         a.messages.push((chat.clone(), mid));
                     }
                 }
@@ -432,7 +436,9 @@ impl Poller {
 
     /// Whether message `mid` in `chat` is one that shows approval `a`.
     fn shows(&self, a: &Approval, chat: &str, mid: i64) -> bool {
-        a.messages.iter().any(|(c, m)| c == chat && *m == mid)
+        a.messages
+            .iter()
+            .any(|(c, m)| crate::telegram::api::same_chat(c, chat) && *m == mid)
             || self
                 .spool
                 .event_of_message(chat, mid)

@@ -25,6 +25,7 @@ use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
 use crate::ingest::{Durable, Queued};
+use crate::notify::{self, Controls, Quiet};
 use crate::reload::Live;
 use crate::signals::Stop;
 use crate::spool::{Item, Spool};
@@ -32,7 +33,9 @@ use crate::stats::Stats;
 use crate::telegram::api::Api;
 use crate::telegram::pace::Pacer;
 use crate::telegram::poll::{decision_note, show_outcome};
+use crate::telegram::progress::{self, Progress, Shown};
 use crate::telegram::render;
+use crate::tz::Zone;
 use crate::webhook::deliver::Outbox;
 use crate::webhook::payload::{self, Status};
 
@@ -56,6 +59,12 @@ struct Pending {
     unrecorded: Vec<(usize, i64)>,
     /// Failed hand-off steps in a row, for the backoff.
     stalls: u32,
+    /// A pause does not hold it.
+    never_held: bool,
+    /// The task id of a progress event.
+    progress: Option<String>,
+    /// A terminal event's last edit of its progress message is done.
+    ended_progress: bool,
 }
 
 pub struct Sender {
@@ -74,6 +83,21 @@ pub struct Sender {
     known: HashSet<String>,
     hold_until: u64,
     stats: Arc<Stats>,
+    controls: Arc<Controls>,
+    progress: Progress,
+    /// The zone of `[notifications] timezone`, loaded per configuration.
+    zone: Zone,
+}
+
+/// The zone a configuration names; a zone that stopped loading (tzdata
+/// removed meanwhile) is UTC with a log line, never a stop.
+fn zone_of(live: &Live) -> Zone {
+    let cfg = live.get();
+    let tz = std::env::var("TZ").ok();
+    crate::tz::load(&cfg.notifications.timezone, tz.as_deref()).unwrap_or_else(|e| {
+        log::warn!("quiet hours use UTC: {e}");
+        Zone::utc()
+    })
 }
 
 enum Wake {
@@ -114,6 +138,7 @@ impl Sender {
         live: Arc<Live>,
         expiries: smol::channel::Sender<()>,
         stats: Arc<Stats>,
+        controls: Arc<Controls>,
     ) -> Result<Sender> {
         let cfg = live.get();
         let mut hold_until = spool.hold();
@@ -137,15 +162,17 @@ impl Sender {
             chats: HashMap::new(),
             known: HashSet::new(),
             stats,
+            controls,
+            progress: Progress::open(&cfg.paths.state_dir)?,
+            zone: Zone::utc(),
         };
+        s.zone = zone_of(&s.live);
         let pending = s.spool.pending()?;
-        s.add(pending.into_iter().map(|(name, i)| Queued {
-            name,
-            chat: i.chat,
-            seq: i.seq,
-            not_before: i.not_before,
-            early: None,
-        }));
+        s.add(
+            pending
+                .into_iter()
+                .map(|(name, i)| Queued::of(name, &i, None)),
+        );
         Ok(s)
     }
 
@@ -164,6 +191,9 @@ impl Sender {
                 item: None,
                 unrecorded: Vec::new(),
                 stalls: 0,
+                never_held: q.never_held,
+                progress: q.progress,
+                ended_progress: false,
             };
             let at = list.partition_point(|x| x.seq < p.seq);
             list.insert(at, p);
@@ -182,13 +212,16 @@ impl Sender {
     fn next_due(&self) -> Option<(String, Duration)> {
         let now = Instant::now();
         let now_ms = clock::now_ms();
+        let (_, paused_until) = self.controls.get();
         self.chats
             .iter()
             .filter_map(|(chat, list)| {
                 let head = list.front()?;
+                let paused = if head.never_held { 0 } else { paused_until };
                 let wall = Duration::from_millis(
                     head.not_before
                         .max(self.hold_until)
+                        .max(paused)
                         .saturating_sub(now_ms)
                         .min(MAX_RETRY_AFTER_S * 1000),
                 );
@@ -209,6 +242,39 @@ impl Sender {
             let cfg = self.live.get();
             self.pacer.set_limits(&cfg.limits);
             self.mode = cfg.telegram.parse_mode;
+            self.zone = zone_of(&self.live);
+        }
+    }
+
+    /// During a pause, an entry a pause does not hold (an approval, an
+    /// urgent event) goes before the held ones of its chat, which keep
+    /// their order behind it.
+    fn let_unheld_pass(&mut self) {
+        let (_, paused_until) = self.controls.get();
+        if paused_until <= clock::now_ms() {
+            return;
+        }
+        for list in self.chats.values_mut() {
+            let Some(head) = list.front() else { continue };
+            // A head Telegram has taken parts of is finished first.
+            if head.never_held || head.item.is_some() || !head.unrecorded.is_empty() {
+                continue;
+            }
+            if let Some(i) = list.iter().position(|p| p.never_held) {
+                if let Some(p) = list.remove(i) {
+                    list.push_front(p);
+                }
+            }
+        }
+    }
+
+    /// Mute, pause and quiet hours as they stand now.
+    fn quiet(&self, now_ms: u64) -> Quiet {
+        let (muted_until, paused_until) = self.controls.get();
+        Quiet {
+            muted_until,
+            paused_until,
+            quiet_hours: notify::in_quiet_hours(&self.live.get().notifications, &self.zone, now_ms),
         }
     }
 
@@ -223,6 +289,7 @@ impl Sender {
             while let Ok(batch) = rx.try_recv() {
                 self.add(batch);
             }
+            self.let_unheld_pass();
             let recv = async {
                 match rx.recv().await {
                     Ok(b) => Wake::New(b),
@@ -305,6 +372,7 @@ impl Sender {
             return;
         };
         let name = front.name.clone();
+        let ended = front.ended_progress;
         let early = front.early.take();
         let kept = front.item.take();
         let mut unrecorded = std::mem::take(&mut front.unrecorded);
@@ -337,6 +405,23 @@ impl Sender {
             }
             unrecorded.clear();
         }
+        if progress::is_progress(&item.event) {
+            self.send_progress(chat, &name, item, early).await;
+            return;
+        }
+        if progress::is_terminal(&item.event)
+            && item.parts_sent == 0
+            && !ended
+            && self.end_progress(chat, &item).await
+        {
+            // The send itself waits for its turn with the pacer.
+            if let Some(p) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) {
+                p.item = Some(item);
+                p.early = early;
+                p.ended_progress = true;
+            }
+            return;
+        }
         let mode = if item.plain {
             ParseMode::Plain
         } else {
@@ -351,7 +436,9 @@ impl Sender {
         let api = self.api.clone();
         let to = chat.to_string();
         let started = Instant::now();
-        let result = smol::unblock(move || api.send_message(&to, &part)).await;
+        let now_ms = clock::now_ms();
+        let silent = notify::silent(&item.event, &self.quiet(now_ms), now_ms);
+        let result = smol::unblock(move || api.send_message(&to, &part, silent)).await;
         self.stats.telegram_request.observe(started.elapsed());
         if let Some((_, durable)) = early {
             // Nothing about this entry may be recorded before it exists.
@@ -386,19 +473,26 @@ impl Sender {
                     }
                 }
             }
-            Err(e) if e.is_bad_entities() && !item.plain => {
+            Err(e) => self.failed(chat, &name, item, e),
+        }
+    }
+
+    /// What a failed or refused call for `item` in `chat` leaves on disk.
+    fn failed(&mut self, chat: &str, name: &str, mut item: Item, e: Error) {
+        match e {
+            e if e.is_bad_entities() && !item.plain => {
                 log::warn!(
                     "Telegram refused the formatting of event {} ({e}); sending it as plain text",
                     item.event.event_id
                 );
                 item.plain = true;
-                self.save_retry(chat, &name, &mut item, 0, e);
+                self.save_retry(chat, name, &mut item, 0, e);
             }
-            Err(Error::Telegram {
+            Error::Telegram {
                 status: 429,
                 retry_after,
                 ..
-            }) => {
+            } => {
                 let secs = retry_after.unwrap_or(5).min(MAX_RETRY_AFTER_S);
                 self.hold_until = clock::now_ms() + secs * 1000;
                 Stats::bump(&self.stats.send_retries);
@@ -423,7 +517,7 @@ impl Sender {
                     "Telegram asks to wait {secs} s (429 Too Many Requests); all sends held"
                 );
             }
-            Err(e) if e.is_retryable() => {
+            e if e.is_retryable() => {
                 item.attempts += 1;
                 let wait = backoff_ms(item.attempts);
                 log::warn!(
@@ -439,9 +533,9 @@ impl Sender {
                 {
                     item.pending_notified = true;
                 }
-                self.save_retry(chat, &name, &mut item, wait, e);
+                self.save_retry(chat, name, &mut item, wait, e);
             }
-            Err(e) => {
+            e => {
                 log::error!(
                     "Telegram refused event {} for chat {chat}; kept in undeliverable/: {e}",
                     item.event.event_id
@@ -459,6 +553,148 @@ impl Sender {
                 self.pop(chat);
             }
         }
+    }
+
+    /// Whether a later progress state of `task` waits in `chat`'s queue
+    /// behind its head: the head's state is then never shown.
+    fn superseded(&self, chat: &str, task: &str) -> bool {
+        self.chats.get(chat).is_some_and(|l| {
+            l.iter()
+                .skip(1)
+                .any(|p| p.progress.as_deref() == Some(task))
+        })
+    }
+
+    /// A progress event: the first of its task in this chat is sent, later
+    /// ones edit that message, at most every `progress_min_edit_seconds`;
+    /// a state a newer one replaced is retired unshown, reported as
+    /// delivered in the message that shows its task.
+    async fn send_progress(
+        &mut self,
+        chat: &str,
+        name: &str,
+        mut item: Item,
+        early: Option<(Item, Arc<Durable>)>,
+    ) {
+        if let Some((_, durable)) = early {
+            if !durable.wait().await {
+                log::warn!(
+                    "event {} could not be queued on disk; its file stays in the events directory to be accepted again",
+                    item.event.event_id
+                );
+                self.pop(chat);
+                return;
+            }
+        }
+        let task = item.event.task_id.clone();
+        let shown = self.progress.get(chat, &task);
+        let now = clock::now_ms();
+        if item.parts_sent > 0 {
+            // Telegram took it before a restart: only the records are left.
+            if let Some(&mid) = item.message_ids.last() {
+                self.shown(chat, name, item, mid, now).await;
+            }
+            return;
+        }
+        if let Some(s) = &shown {
+            if self.superseded(chat, &task) {
+                item.message_ids = vec![s.message_id];
+                self.finish(chat, name, item).await;
+                return;
+            }
+            let min_ms = self.live.get().notifications.progress_min_edit_seconds * 1000;
+            let due = s.edited_ms.saturating_add(min_ms);
+            if now < due && clock::age_ms(s.edited_ms, now) < min_ms {
+                // Wait for the pace; states arriving meanwhile replace it.
+                if let Some(p) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) {
+                    p.not_before = due;
+                    p.item = Some(item);
+                }
+                return;
+            }
+        }
+        let mode = if item.plain {
+            ParseMode::Plain
+        } else {
+            self.mode
+        };
+        let part = progress::part(&item.event, mode, None);
+        let silent = notify::silent(&item.event, &self.quiet(now), now);
+        self.pacer.sent(chat, Instant::now());
+        let api = self.api.clone();
+        let to = chat.to_string();
+        let editing = shown.as_ref().map(|s| s.message_id);
+        let started = Instant::now();
+        let result = smol::unblock(move || match editing {
+            Some(mid) => match api.edit_text(&to, mid, &part) {
+                Ok(()) => Ok(mid),
+                Err(e) if e.is_not_modified() => Ok(mid),
+                Err(e) if e.is_message_gone() => {
+                    log::info!(
+                        "progress message {mid} in chat {to} is gone ({e}); sending a new one"
+                    );
+                    api.send_message(&to, &part, silent)
+                }
+                Err(e) => Err(e),
+            },
+            None => api.send_message(&to, &part, silent),
+        })
+        .await;
+        self.stats.telegram_request.observe(started.elapsed());
+        match result {
+            Ok(mid) => {
+                Stats::bump(&self.stats.messages_sent);
+                item.parts_sent = 1;
+                item.message_ids = vec![mid];
+                // Telegram's answer goes to disk before anything else.
+                if let Err(e) = self.record(chat, &item, &[(0, mid)]) {
+                    self.stall(chat, Some(item), vec![(0, mid)], &e);
+                    return;
+                }
+                self.shown(chat, name, item, mid, clock::now_ms()).await;
+            }
+            Err(e) => self.failed(chat, name, item, e),
+        }
+    }
+
+    /// After Telegram showed progress `item` as `mid`: the progress record,
+    /// then the usual hand-off.
+    async fn shown(&mut self, chat: &str, name: &str, item: Item, mid: i64, now: u64) {
+        let s = Shown {
+            chat: chat.to_string(),
+            message_id: mid,
+            edited_ms: now,
+            event: item.event.clone(),
+        };
+        if let Err(e) = self.progress.put(&s) {
+            self.stall(chat, Some(item), Vec::new(), &e);
+            return;
+        }
+        self.finish(chat, name, item).await;
+    }
+
+    /// The last edit of a task's progress message, before its terminal
+    /// event is sent; false when the task has none in this chat. Best
+    /// effort: the terminal message itself is what notifies.
+    async fn end_progress(&mut self, chat: &str, item: &Item) -> bool {
+        let Some(s) = self.progress.get(chat, &item.event.task_id) else {
+            return false;
+        };
+        let part = progress::part(&s.event, self.mode, Some(&item.event));
+        self.pacer.sent(chat, Instant::now());
+        let api = self.api.clone();
+        let to = chat.to_string();
+        let mid = s.message_id;
+        let result = smol::unblock(move || api.edit_text(&to, mid, &part)).await;
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is_not_modified() || e.is_message_gone() => {}
+            Err(e) => log::warn!(
+                "cannot show the end of task {} on progress message {mid} in chat {chat}: {e}",
+                item.event.task_id
+            ),
+        }
+        true
     }
 
     fn record(&self, chat: &str, item: &Item, parts: &[(usize, i64)]) -> Result<()> {
@@ -559,6 +795,9 @@ impl Sender {
         );
         let source = processed_source(&item.event.event_id, chat, Status::Delivered);
         self.outbox.enqueue("event_processed", &source, &payload)?;
+        if progress::is_terminal(&item.event) {
+            self.progress.remove(chat, &item.event.task_id)?;
+        }
         self.spool.remove(name)?;
         Ok(decided)
     }
