@@ -66,7 +66,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         approvals.clone(),
         live.clone(),
         stats.clone(),
-        tx,
+        tx.clone(),
     )?);
     let outbox = Arc::new(Outbox::open(
         &state_dir,
@@ -96,6 +96,8 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         started,
         stop: stop.clone(),
         early_press: Mutex::new(None),
+        controls: controls.clone(),
+        wake: tx.clone(),
     };
     log::info!(
         "cctelegram {} watching {} for {} chat(s); {} send(s) queued from before",
@@ -122,6 +124,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         memory_threshold_mb,
         started,
         latest: Mutex::new(None),
+        controls,
     });
     let expiry = poll::expire(
         api,
