@@ -257,8 +257,8 @@ fn pending_shows_an_undecided_approval_again_and_a_press_on_the_copy_decides_bot
     let copy = tg
         .messages()
         .into_iter()
-        .filter(|m| m.text.contains("Deploy seven?"))
-        .last()
+        .rev()
+        .find(|m| m.text.contains("Deploy seven?"))
         .unwrap();
     assert_ne!(copy.message_id, first.message_id);
     assert_eq!(buttons(&copy), buttons(&first));
