@@ -1150,6 +1150,29 @@ impl Config {
             "everything else"
         };
         let _ = writeln!(s, "#   {rest} -> {to}");
+        if !self.routes.is_empty() {
+            // Each known type, grouped by where it goes (from a source no
+            // route names).
+            let _ = writeln!(s, "# by event type:");
+            let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+            for t in crate::event::TYPES {
+                let dest = match self
+                    .routes
+                    .iter()
+                    .find(|r| r.sources.is_empty() && r.matches(t, ""))
+                {
+                    Some(r) => r.chats.join(", "),
+                    None => to.clone(),
+                };
+                match groups.iter_mut().find(|(d, _)| *d == dest) {
+                    Some((_, ts)) => ts.push(t),
+                    None => groups.push((dest, vec![t])),
+                }
+            }
+            for (dest, ts) in groups {
+                let _ = writeln!(s, "#   {dest}: {}", ts.join(" "));
+            }
+        }
         s
     }
 }
@@ -1350,6 +1373,54 @@ listen = "127.0.0.1:8080"
         assert_eq!(back.paths.state_dir, c.paths.state_dir);
         assert_eq!(back.limits.per_chat_per_second, 1e300);
         assert_eq!(back.masked(), out);
+    }
+
+    #[test]
+    fn routes_topics_and_notifications() {
+        let (c, w) = parse(
+            r#"
+[telegram]
+chat_ids = [111, "-100123/42"]
+[notifications]
+quiet_hours = "22:00-07:00"
+progress_min_edit_seconds = 5
+[[route]]
+types = ["build_*"]
+chats = ["-100123/17"]
+[[route]]
+sources = ["ci"]
+chats = [222]
+"#,
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.telegram.chat_ids, ["111", "-100123/42"]);
+        assert_eq!(c.notifications.progress_min_edit_seconds, 5);
+        assert!(c.notifications.quiet_hours.is_some());
+        assert_eq!(c.chats_for("build_failed", "x"), ["-100123/17"]);
+        assert_eq!(c.chats_for("task_completion", "ci"), ["222"]);
+        assert_eq!(c.chats_for("task_completion", "cli"), ["111", "-100123/42"]);
+        let text = c.where_events_go();
+        assert!(
+            text.contains("-100123/17: build_started build_completed build_failed"),
+            "{text}"
+        );
+        for (bad, key) in [
+            (
+                "[notifications]\nquiet_hours = \"22-07\"",
+                "notifications.quiet_hours",
+            ),
+            ("[[route]]\ntypes = [\"x\"]", "route[1].chats"),
+            ("[telegram]\nchat_ids = [\"1/0\"]", "telegram.chat_ids"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let (c, _) = parse("[notifications]\ntimezone = \"Mars/Olympus\"").unwrap();
+        let e = validate(&c, false).unwrap_err().to_string();
+        assert!(e.contains("notifications.timezone"), "{e}");
+        assert!(glob("build_*", "build_failed") && glob("?est_*", "test_passed"));
+        assert!(!glob("build_*", "task_build") && glob("*", ""));
     }
 
     #[test]
