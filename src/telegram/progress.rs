@@ -8,17 +8,27 @@
 //! time before it is sent as a message of its own. Which message shows a
 //! task is a record in `state_dir/progress/`, named from the chat and the
 //! task id, so a restart keeps editing the same message. What is shown is
-//! pure ([`part`], [`bar`]); this module holds no loop of its own.
+//! pure ([`part`], [`bar`]); the sender's loop calls in here for the events
+//! this module owns.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::clock;
 use crate::config::ParseMode;
 use crate::error::Result;
 use crate::event::Event;
+use crate::ingest::Durable;
+use crate::notify;
 use crate::spool::hex_digest;
+use crate::spool::Item;
+use crate::stats::Stats;
 use crate::store::Records;
 use crate::telegram::render::{self, Part};
+use crate::telegram::send::Sender;
 
 /// Cells of the bar.
 const BAR_CELLS: usize = 10;
@@ -153,6 +163,153 @@ pub fn part(ev: &Event, mode: ParseMode, ending: Option<&Event>) -> Part {
         return first;
     }
     render::with_note(ev, mode, &note)
+}
+
+/// The sender's side: progress events are sent, edited or retired here,
+/// with the sender's hand-off (Telegram's answer on disk first, then the
+/// progress record, then the webhook, then the queue entry goes).
+impl Sender {
+    /// Whether a later progress state of `task` waits in `chat`'s queue
+    /// behind its head: the head's state is then never shown.
+    fn superseded(&self, chat: &str, task: &str) -> bool {
+        self.chats.get(chat).is_some_and(|l| {
+            l.iter()
+                .skip(1)
+                .any(|p| p.progress.as_deref() == Some(task))
+        })
+    }
+
+    /// A progress event: the first of its task in this chat is sent, later
+    /// ones edit that message, at most every `progress_min_edit_seconds`;
+    /// a state a newer one replaced is retired unshown, reported as
+    /// delivered in the message that shows its task.
+    pub(crate) async fn send_progress(
+        &mut self,
+        chat: &str,
+        name: &str,
+        mut item: Item,
+        early: Option<(Item, Arc<Durable>)>,
+    ) {
+        if let Some((_, durable)) = early {
+            if !durable.wait().await {
+                log::warn!(
+                    "event {} could not be queued on disk; its file stays in the events directory to be accepted again",
+                    item.event.event_id
+                );
+                self.pop(chat);
+                return;
+            }
+        }
+        let task = item.event.task_id.clone();
+        let shown = self.progress.get(chat, &task);
+        let now = clock::now_ms();
+        if item.parts_sent > 0 {
+            // Telegram took it before a restart: only the records are left.
+            if let Some(&mid) = item.message_ids.last() {
+                self.shown(chat, name, item, mid, now).await;
+            }
+            return;
+        }
+        if let Some(s) = &shown {
+            if self.superseded(chat, &task) {
+                item.message_ids = vec![s.message_id];
+                self.finish(chat, name, item).await;
+                return;
+            }
+            let min_ms = self.live.get().notifications.progress_min_edit_seconds * 1000;
+            let due = s.edited_ms.saturating_add(min_ms);
+            if now < due && clock::age_ms(s.edited_ms, now) < min_ms {
+                // Wait for the pace; states arriving meanwhile replace it.
+                if let Some(p) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) {
+                    p.not_before = due;
+                    p.item = Some(item);
+                }
+                return;
+            }
+        }
+        let mode = if item.plain {
+            ParseMode::Plain
+        } else {
+            self.mode
+        };
+        let part = part(&item.event, mode, None);
+        let silent = notify::silent(&item.event, &self.quiet(now), now);
+        self.pacer.sent(chat, Instant::now());
+        let api = self.api.clone();
+        let to = chat.to_string();
+        let editing = shown.as_ref().map(|s| s.message_id);
+        let started = Instant::now();
+        let result = smol::unblock(move || match editing {
+            Some(mid) => match api.edit_text(&to, mid, &part) {
+                Ok(()) => Ok(mid),
+                Err(e) if e.is_not_modified() => Ok(mid),
+                Err(e) if e.is_message_gone() => {
+                    log::info!(
+                        "progress message {mid} in chat {to} is gone ({e}); sending a new one"
+                    );
+                    api.send_message(&to, &part, silent)
+                }
+                Err(e) => Err(e),
+            },
+            None => api.send_message(&to, &part, silent),
+        })
+        .await;
+        self.stats.telegram_request.observe(started.elapsed());
+        match result {
+            Ok(mid) => {
+                Stats::bump(&self.stats.messages_sent);
+                item.parts_sent = 1;
+                item.message_ids = vec![mid];
+                // Telegram's answer goes to disk before anything else.
+                if let Err(e) = self.record(chat, &item, &[(0, mid)]) {
+                    self.stall(chat, Some(item), vec![(0, mid)], &e);
+                    return;
+                }
+                self.shown(chat, name, item, mid, clock::now_ms()).await;
+            }
+            Err(e) => self.failed(chat, name, item, e),
+        }
+    }
+
+    /// After Telegram showed progress `item` as `mid`: the progress record,
+    /// then the usual hand-off.
+    async fn shown(&mut self, chat: &str, name: &str, item: Item, mid: i64, now: u64) {
+        let s = Shown {
+            chat: chat.to_string(),
+            message_id: mid,
+            edited_ms: now,
+            event: item.event.clone(),
+        };
+        if let Err(e) = self.progress.put(&s) {
+            self.stall(chat, Some(item), Vec::new(), &e);
+            return;
+        }
+        self.finish(chat, name, item).await;
+    }
+
+    /// The last edit of a task's progress message, before its terminal
+    /// event is sent; false when the task has none in this chat. Best
+    /// effort: the terminal message itself is what notifies.
+    pub(crate) async fn end_progress(&mut self, chat: &str, item: &Item) -> bool {
+        let Some(s) = self.progress.get(chat, &item.event.task_id) else {
+            return false;
+        };
+        let part = part(&s.event, self.mode, Some(&item.event));
+        self.pacer.sent(chat, Instant::now());
+        let api = self.api.clone();
+        let to = chat.to_string();
+        let mid = s.message_id;
+        let result = smol::unblock(move || api.edit_text(&to, mid, &part)).await;
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is_not_modified() || e.is_message_gone() => {}
+            Err(e) => log::warn!(
+                "cannot show the end of task {} on progress message {mid} in chat {chat}: {e}",
+                item.event.task_id
+            ),
+        }
+        true
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::stats::Stats;
 use crate::telegram::api::Api;
 use crate::telegram::pace::Pacer;
 use crate::telegram::poll::{decision_note, show_outcome};
-use crate::telegram::progress::{self, Progress, Shown};
+use crate::telegram::progress::{self, Progress};
 use crate::telegram::render;
 use crate::tz::Zone;
 use crate::webhook::deliver::Outbox;
@@ -46,15 +46,15 @@ const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
 /// more than a day is not a rate limit but a broken answer.
 pub const MAX_RETRY_AFTER_S: u64 = 24 * 3600;
 
-struct Pending {
+pub(crate) struct Pending {
     name: String,
     seq: u64,
-    not_before: u64,
+    pub(crate) not_before: u64,
     /// The entry, when ingest handed it over before it was on disk.
     early: Option<(Item, Arc<Durable>)>,
     /// The entry as it stands after Telegram took parts of it, while its
     /// hand-off waits to be retried (it is not sent again).
-    item: Option<Item>,
+    pub(crate) item: Option<Item>,
     /// Parts Telegram took that are not yet in the sent log.
     unrecorded: Vec<(usize, i64)>,
     /// Failed hand-off steps in a row, for the backoff.
@@ -62,29 +62,29 @@ struct Pending {
     /// A pause does not hold it.
     never_held: bool,
     /// The task id of a progress event.
-    progress: Option<String>,
+    pub(crate) progress: Option<String>,
     /// A terminal event's last edit of its progress message is done.
     ended_progress: bool,
 }
 
 pub struct Sender {
-    api: Arc<Api>,
+    pub(crate) api: Arc<Api>,
     spool: Arc<Spool>,
     approvals: Arc<Approvals>,
     outbox: Arc<Outbox>,
-    live: Arc<Live>,
+    pub(crate) live: Arc<Live>,
     generation: u64,
     /// Tells the expiry timer that an approval now has a deadline.
     expiries: smol::channel::Sender<()>,
-    pacer: Pacer,
-    mode: ParseMode,
-    chats: HashMap<String, VecDeque<Pending>>,
+    pub(crate) pacer: Pacer,
+    pub(crate) mode: ParseMode,
+    pub(crate) chats: HashMap<String, VecDeque<Pending>>,
     /// Names of every entry in `chats`, so a second sighting is cheap to skip.
     known: HashSet<String>,
     hold_until: u64,
-    stats: Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
     controls: Arc<Controls>,
-    progress: Progress,
+    pub(crate) progress: Progress,
     /// The zone of `[notifications] timezone`, loaded per configuration.
     zone: Zone,
 }
@@ -269,7 +269,7 @@ impl Sender {
     }
 
     /// Mute, pause and quiet hours as they stand now.
-    fn quiet(&self, now_ms: u64) -> Quiet {
+    pub(crate) fn quiet(&self, now_ms: u64) -> Quiet {
         let (muted_until, paused_until) = self.controls.get();
         Quiet {
             muted_until,
@@ -322,7 +322,7 @@ impl Sender {
         }
     }
 
-    fn pop(&mut self, chat: &str) {
+    pub(crate) fn pop(&mut self, chat: &str) {
         if let Some(list) = self.chats.get_mut(chat) {
             if let Some(p) = list.pop_front() {
                 self.known.remove(&p.name);
@@ -336,7 +336,13 @@ impl Sender {
 
     /// Keeps the head of `chat` with what is known of it, to take up again
     /// after a backoff: a hand-off step failed.
-    fn stall(&mut self, chat: &str, item: Option<Item>, unrecorded: Vec<(usize, i64)>, e: &Error) {
+    pub(crate) fn stall(
+        &mut self,
+        chat: &str,
+        item: Option<Item>,
+        unrecorded: Vec<(usize, i64)>,
+        e: &Error,
+    ) {
         self.stats.state_error();
         let Some(p) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) else {
             return;
@@ -478,7 +484,7 @@ impl Sender {
     }
 
     /// What a failed or refused call for `item` in `chat` leaves on disk.
-    fn failed(&mut self, chat: &str, name: &str, mut item: Item, e: Error) {
+    pub(crate) fn failed(&mut self, chat: &str, name: &str, mut item: Item, e: Error) {
         match e {
             e if e.is_bad_entities() && !item.plain => {
                 log::warn!(
@@ -555,149 +561,7 @@ impl Sender {
         }
     }
 
-    /// Whether a later progress state of `task` waits in `chat`'s queue
-    /// behind its head: the head's state is then never shown.
-    fn superseded(&self, chat: &str, task: &str) -> bool {
-        self.chats.get(chat).is_some_and(|l| {
-            l.iter()
-                .skip(1)
-                .any(|p| p.progress.as_deref() == Some(task))
-        })
-    }
-
-    /// A progress event: the first of its task in this chat is sent, later
-    /// ones edit that message, at most every `progress_min_edit_seconds`;
-    /// a state a newer one replaced is retired unshown, reported as
-    /// delivered in the message that shows its task.
-    async fn send_progress(
-        &mut self,
-        chat: &str,
-        name: &str,
-        mut item: Item,
-        early: Option<(Item, Arc<Durable>)>,
-    ) {
-        if let Some((_, durable)) = early {
-            if !durable.wait().await {
-                log::warn!(
-                    "event {} could not be queued on disk; its file stays in the events directory to be accepted again",
-                    item.event.event_id
-                );
-                self.pop(chat);
-                return;
-            }
-        }
-        let task = item.event.task_id.clone();
-        let shown = self.progress.get(chat, &task);
-        let now = clock::now_ms();
-        if item.parts_sent > 0 {
-            // Telegram took it before a restart: only the records are left.
-            if let Some(&mid) = item.message_ids.last() {
-                self.shown(chat, name, item, mid, now).await;
-            }
-            return;
-        }
-        if let Some(s) = &shown {
-            if self.superseded(chat, &task) {
-                item.message_ids = vec![s.message_id];
-                self.finish(chat, name, item).await;
-                return;
-            }
-            let min_ms = self.live.get().notifications.progress_min_edit_seconds * 1000;
-            let due = s.edited_ms.saturating_add(min_ms);
-            if now < due && clock::age_ms(s.edited_ms, now) < min_ms {
-                // Wait for the pace; states arriving meanwhile replace it.
-                if let Some(p) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) {
-                    p.not_before = due;
-                    p.item = Some(item);
-                }
-                return;
-            }
-        }
-        let mode = if item.plain {
-            ParseMode::Plain
-        } else {
-            self.mode
-        };
-        let part = progress::part(&item.event, mode, None);
-        let silent = notify::silent(&item.event, &self.quiet(now), now);
-        self.pacer.sent(chat, Instant::now());
-        let api = self.api.clone();
-        let to = chat.to_string();
-        let editing = shown.as_ref().map(|s| s.message_id);
-        let started = Instant::now();
-        let result = smol::unblock(move || match editing {
-            Some(mid) => match api.edit_text(&to, mid, &part) {
-                Ok(()) => Ok(mid),
-                Err(e) if e.is_not_modified() => Ok(mid),
-                Err(e) if e.is_message_gone() => {
-                    log::info!(
-                        "progress message {mid} in chat {to} is gone ({e}); sending a new one"
-                    );
-                    api.send_message(&to, &part, silent)
-                }
-                Err(e) => Err(e),
-            },
-            None => api.send_message(&to, &part, silent),
-        })
-        .await;
-        self.stats.telegram_request.observe(started.elapsed());
-        match result {
-            Ok(mid) => {
-                Stats::bump(&self.stats.messages_sent);
-                item.parts_sent = 1;
-                item.message_ids = vec![mid];
-                // Telegram's answer goes to disk before anything else.
-                if let Err(e) = self.record(chat, &item, &[(0, mid)]) {
-                    self.stall(chat, Some(item), vec![(0, mid)], &e);
-                    return;
-                }
-                self.shown(chat, name, item, mid, clock::now_ms()).await;
-            }
-            Err(e) => self.failed(chat, name, item, e),
-        }
-    }
-
-    /// After Telegram showed progress `item` as `mid`: the progress record,
-    /// then the usual hand-off.
-    async fn shown(&mut self, chat: &str, name: &str, item: Item, mid: i64, now: u64) {
-        let s = Shown {
-            chat: chat.to_string(),
-            message_id: mid,
-            edited_ms: now,
-            event: item.event.clone(),
-        };
-        if let Err(e) = self.progress.put(&s) {
-            self.stall(chat, Some(item), Vec::new(), &e);
-            return;
-        }
-        self.finish(chat, name, item).await;
-    }
-
-    /// The last edit of a task's progress message, before its terminal
-    /// event is sent; false when the task has none in this chat. Best
-    /// effort: the terminal message itself is what notifies.
-    async fn end_progress(&mut self, chat: &str, item: &Item) -> bool {
-        let Some(s) = self.progress.get(chat, &item.event.task_id) else {
-            return false;
-        };
-        let part = progress::part(&s.event, self.mode, Some(&item.event));
-        self.pacer.sent(chat, Instant::now());
-        let api = self.api.clone();
-        let to = chat.to_string();
-        let mid = s.message_id;
-        let result = smol::unblock(move || api.edit_text(&to, mid, &part)).await;
-        match result {
-            Ok(()) => {}
-            Err(e) if e.is_not_modified() || e.is_message_gone() => {}
-            Err(e) => log::warn!(
-                "cannot show the end of task {} on progress message {mid} in chat {chat}: {e}",
-                item.event.task_id
-            ),
-        }
-        true
-    }
-
-    fn record(&self, chat: &str, item: &Item, parts: &[(usize, i64)]) -> Result<()> {
+    pub(crate) fn record(&self, chat: &str, item: &Item, parts: &[(usize, i64)]) -> Result<()> {
         self.spool
             .record_sent(chat, parts, &item.event, clock::now_ms())
     }
@@ -744,7 +608,7 @@ impl Sender {
 
     /// The hand-off of a delivered entry: button record, webhook, then the
     /// queue entry goes. A failed step keeps the entry to try again.
-    async fn finish(&mut self, chat: &str, name: &str, item: Item) {
+    pub(crate) async fn finish(&mut self, chat: &str, name: &str, item: Item) {
         match self.finish_steps(chat, name, &item) {
             Ok(decided) => {
                 Stats::bump(&self.stats.events_delivered);
