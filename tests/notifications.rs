@@ -103,6 +103,62 @@ fn low_silent_and_quiet_hours_messages_make_no_sound_urgent_and_critical_ring() 
 }
 
 #[test]
+fn send_writes_priority_and_silent_and_refuses_a_wrong_priority() {
+    let dir = daemon::TempDir::new("send-priority");
+    let d = dir.0.to_str().unwrap();
+    let (code, out) = run_cli(
+        &[
+            "send",
+            "--type",
+            "info_notification",
+            "--title",
+            "t",
+            "--priority",
+            "URGENT",
+            "--silent",
+            "--events-dir",
+            d,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    let id = out.trim();
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(dir.0.join(format!("{id}.json"))).unwrap()).unwrap();
+    assert_eq!(
+        (
+            v["data"]["priority"].as_str(),
+            v["data"]["silent"].as_bool()
+        ),
+        (Some("urgent"), Some(true))
+    );
+    let (code, out) = run_cli(
+        &[
+            "send",
+            "--type",
+            "x",
+            "--title",
+            "t",
+            "--priority",
+            "loud",
+            "--events-dir",
+            d,
+        ],
+        &[],
+    );
+    assert_eq!(code, 64, "{out}");
+    assert!(
+        out.contains("--priority must be low, normal, high or urgent"),
+        "{out}"
+    );
+    let (_, help) = run_cli(&["help", "send"], &[]);
+    assert!(
+        help.contains("--priority P") && help.contains("--silent"),
+        "{help}"
+    );
+}
+
+#[test]
 fn mute_and_pause_work_for_allowed_users_only_and_a_pause_lets_approvals_through() {
     let tg = FakeTelegram::start();
     let port = free_port();

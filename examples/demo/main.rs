@@ -444,7 +444,7 @@ fn config_text(api_url: &str, hooks: &Receiver, root: &Path) -> String {
         ("[notifications]".into(), ""),
         (
             "progress_min_edit_seconds = 1".into(),
-            "default 3: a progress message is edited at most this often",
+            "default 3; edits of a progress message",
         ),
     ];
     let mut text = String::new();

@@ -669,6 +669,9 @@ impl Poller {
             .await;
             match sent {
                 Ok(mid) => {
+                    // A reply to the copy names its event, as for the first.
+                    self.spool
+                        .record_sent(chat, &[(0, mid)], &a.event, clock::now_ms())?;
                     self.approvals.add_message(&a.key(), chat, mid)?;
                     log::info!(
                         "approval {} shown again as message {mid} in chat {chat}",
