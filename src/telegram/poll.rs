@@ -607,6 +607,24 @@ impl Poller {
             .enqueue("user_response", &update_source(update_id), &p)
     }
 
+    /// `HH:MM` of unix ms `t` in the zone quiet hours use, and which zone.
+    fn when(&self, t: u64) -> String {
+        let cfg = self.live.get();
+        let name = &cfg.notifications.timezone;
+        let tz = std::env::var("TZ").ok();
+        let Ok(zone) = crate::tz::load(name, tz.as_deref()) else {
+            return clock::hh_mm(t);
+        };
+        let offset = i64::from(zone.offset_at((t / 1000) as i64)) * 1000;
+        let local = clock::hh_mm((t as i64 + offset).max(0) as u64);
+        let hm = local.trim_end_matches(" UTC");
+        match (name.is_empty(), offset) {
+            (true, 0) => format!("{hm} UTC"),
+            (true, _) => format!("{hm} local time"),
+            (false, _) => format!("{hm} ({name})"),
+        }
+    }
+
     /// `/mute DURATION` or `/pause DURATION`: the reply.
     fn mute_or_pause(&self, command: &str, arg: &str, who: &str) -> Result<String> {
         let ms = if arg.is_empty() {
@@ -624,16 +642,16 @@ impl Poller {
             self.controls.set_muted(until)?;
             log::info!("{who} muted notifications until {}", clock::iso8601(until));
             Ok(format!(
-                "🔕 Muted until {} UTC: notifications arrive without sound (urgent ones still ring). /unmute ends it.",
-                clock::hh_mm(until)
+                "🔕 Muted until {}: notifications arrive without sound (urgent ones still ring). /unmute ends it.",
+                self.when(until)
             ))
         } else {
             self.controls.set_paused(until)?;
             let _ = self.wake.try_send(Vec::new());
             log::info!("{who} paused notifications until {}", clock::iso8601(until));
             Ok(format!(
-                "⏸ Paused until {} UTC: notifications wait and come then, in order. Approvals and urgent events still come. /resume ends it.",
-                clock::hh_mm(until)
+                "⏸ Paused until {}: notifications wait and come then, in order. Approvals and urgent events still come. /resume ends it.",
+                self.when(until)
             ))
         }
     }
@@ -694,7 +712,7 @@ impl Poller {
         let now = clock::now_ms();
         let until = |t: u64| {
             if t > now {
-                format!("until {} UTC", clock::hh_mm(t))
+                format!("until {}", self.when(t))
             } else {
                 "no".to_string()
             }
