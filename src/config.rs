@@ -91,6 +91,57 @@ pub struct Health {
     pub listen: String,
 }
 
+/// `[notifications]`: when a message rings, and how often progress is edited.
+#[derive(Debug, Clone)]
+pub struct Notifications {
+    /// As written, for `check-config`.
+    pub quiet_hours_text: String,
+    pub quiet_hours: Option<crate::tz::Window>,
+    /// IANA name; empty: `$TZ`, else `/etc/localtime`, else UTC.
+    pub timezone: String,
+    pub progress_min_edit_seconds: u64,
+}
+
+/// One `[[route]]`: events it matches go to its chats instead of `chat_ids`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Globs (`*`, `?`) on the event type; empty: any type.
+    pub types: Vec<String>,
+    /// Exact sources; empty: any source.
+    pub sources: Vec<String>,
+    pub chats: Vec<String>,
+}
+
+impl Route {
+    pub fn matches(&self, kind: &str, source: &str) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|g| glob(g, kind)))
+            && (self.sources.is_empty() || self.sources.iter().any(|s| s == source))
+    }
+}
+
+/// `*` is any run of characters, `?` any one; everything else is itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub telegram: Telegram,
@@ -98,6 +149,8 @@ pub struct Config {
     pub limits: Limits,
     pub webhook: Webhook,
     pub health: Health,
+    pub notifications: Notifications,
+    pub routes: Vec<Route>,
 }
 
 /// The longest delay any setting may ask for.
@@ -157,7 +210,13 @@ const KNOWN: &[(&str, &[&str])] = &[
         "health",
         &["interval_seconds", "memory_threshold_mb", "listen"],
     ),
+    (
+        "notifications",
+        &["quiet_hours", "timezone", "progress_min_edit_seconds"],
+    ),
 ];
+
+const ROUTE_KEYS: &[&str] = &["types", "sources", "chats"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -202,6 +261,13 @@ impl Default for Config {
                 memory_threshold_mb: 100,
                 listen: "127.0.0.1:8080".into(),
             },
+            notifications: Notifications {
+                quiet_hours_text: String::new(),
+                quiet_hours: None,
+                timezone: String::new(),
+                progress_min_edit_seconds: 3,
+            },
+            routes: Vec::new(),
         }
     }
 }
@@ -372,6 +438,16 @@ fn unknown_keys(text: &str, root: &Map<String, Value>, warnings: &mut Vec<String
         warnings.push(format!("unknown config key {name}{at} is ignored"));
     };
     for (table, value) in root {
+        if table == "route" {
+            for r in value.as_array().into_iter().flatten() {
+                for key in r.as_object().into_iter().flat_map(|m| m.keys()) {
+                    if !ROUTE_KEYS.contains(&key.as_str()) {
+                        warn("route", Some(key));
+                    }
+                }
+            }
+            continue;
+        }
         let Some(known) = KNOWN.iter().find(|(t, _)| t == table).map(|(_, k)| *k) else {
             if value.is_object() {
                 warn(table, None);
@@ -443,7 +519,9 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
                 Value::String(s) if chat_id_ok(s) => Ok(s.clone()),
                 _ => Err(Error::config(
                     t.key("chat_ids"),
-                    format!("expected a numeric chat id or \"@channelname\", found {v}"),
+                    format!(
+                        "expected a numeric chat id, \"@channelname\" or \"CHAT/TOPIC\", found {v}"
+                    ),
                 )),
             })
             .collect::<Result<_>>()?;
@@ -529,10 +607,97 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
     h.uint("memory_threshold_mb", &mut c.health.memory_threshold_mb)?;
     h.string("listen", &mut c.health.listen)?;
 
+    let n = table(&root, "notifications")?;
+    n.string("quiet_hours", &mut c.notifications.quiet_hours_text)?;
+    let q = c.notifications.quiet_hours_text.trim();
+    if !q.is_empty() {
+        c.notifications.quiet_hours = Some(crate::tz::Window::parse(q).ok_or_else(|| {
+            Error::config(
+                n.key("quiet_hours"),
+                format!("expected \"HH:MM-HH:MM\" such as \"22:00-07:00\", found \"{q}\""),
+            )
+        })?);
+    }
+    n.string("timezone", &mut c.notifications.timezone)?;
+    n.uint(
+        "progress_min_edit_seconds",
+        &mut c.notifications.progress_min_edit_seconds,
+    )?;
+    c.routes = routes(&root)?;
+
     Ok((c, warnings))
 }
 
+fn routes(root: &Map<String, Value>) -> Result<Vec<Route>> {
+    let Some(v) = root.get("route") else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(list) = v else {
+        return Err(Error::config(
+            "route",
+            format!("expected [[route]] tables, found {}", kind(v)),
+        ));
+    };
+    let mut out = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        let key = |k: &str| format!("route[{}].{k}", i + 1);
+        let Value::Object(map) = r else {
+            return Err(Error::config(
+                format!("route[{}]", i + 1),
+                format!("expected a table, found {}", kind(r)),
+            ));
+        };
+        let strings = |k: &str| -> Result<Vec<String>> {
+            match map.get(k) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| {
+                        v.as_str().map(str::to_string).ok_or_else(|| {
+                            Error::config(key(k), format!("expected strings, found {v}"))
+                        })
+                    })
+                    .collect(),
+                Some(v) => Err(Error::config(
+                    key(k),
+                    format!("expected a list, found {}", kind(v)),
+                )),
+            }
+        };
+        let chats: Vec<String> = match map.get("chats") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::Number(n) if n.is_i64() => Ok(n.to_string()),
+                    Value::String(s) if chat_id_ok(s) => Ok(s.clone()),
+                    _ => Err(Error::config(
+                        key("chats"),
+                        format!("expected a numeric chat id, \"@channelname\" or \"CHAT/TOPIC\", found {v}"),
+                    )),
+                })
+                .collect::<Result<_>>()?,
+            _ => Vec::new(),
+        };
+        if chats.is_empty() {
+            return Err(Error::config(
+                key("chats"),
+                "a route needs at least one chat",
+            ));
+        }
+        out.push(Route {
+            types: strings("types")?,
+            sources: strings("sources")?,
+            chats,
+        });
+    }
+    Ok(out)
+}
+
 fn chat_id_ok(s: &str) -> bool {
+    // A forum topic: "CHAT/TOPIC", the topic a positive message_thread_id.
+    if let Some((chat, topic)) = s.split_once('/') {
+        return chat.parse::<i64>().is_ok() && topic.parse::<i64>().is_ok_and(|t| t > 0);
+    }
     s.parse::<i64>().is_ok()
         || (s.len() > 1
             && s.starts_with('@')
@@ -632,6 +797,10 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
             "does not look like a bot token (digits, a colon, then letters, digits, - or _)",
         ));
     }
+    // A zone that does not exist is a typo: say so now, not at 3 a.m.
+    if !c.notifications.timezone.is_empty() {
+        crate::tz::load(&c.notifications.timezone, None)?;
+    }
     if run_daemon && t.bot_token.is_empty() {
         return Err(Error::config(
             "telegram.bot_token",
@@ -650,7 +819,13 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
     let l = &c.limits;
     let w = &c.webhook;
     let h = &c.health;
-    let whole: [(&str, u64, u64, u64); 9] = [
+    let whole: [(&str, u64, u64, u64); 10] = [
+        (
+            "notifications.progress_min_edit_seconds",
+            c.notifications.progress_min_edit_seconds,
+            0,
+            3600,
+        ),
         (
             "telegram.poll_timeout_seconds",
             t.poll_timeout_seconds,
@@ -872,6 +1047,15 @@ impl Config {
         }
     }
 
+    /// Where an event of this type from this source goes: the first
+    /// matching route's chats, else [`Config::target_chats`].
+    pub fn chats_for(&self, kind: &str, source: &str) -> Vec<String> {
+        match self.routes.iter().find(|r| r.matches(kind, source)) {
+            Some(r) => r.chats.clone(),
+            None => self.target_chats(),
+        }
+    }
+
     /// The effective settings as TOML, secrets masked (for `check-config`).
     pub fn masked(&self) -> String {
         fn secret(s: &str) -> &'static str {
@@ -977,6 +1161,84 @@ impl Config {
         let _ = writeln!(s, "interval_seconds = {}", h.interval_seconds);
         let _ = writeln!(s, "memory_threshold_mb = {}", h.memory_threshold_mb);
         let _ = writeln!(s, "listen = {}", toml_str(&h.listen));
+        let n = &self.notifications;
+        let _ = writeln!(s, "\n[notifications]");
+        let _ = writeln!(s, "quiet_hours = {}", toml_str(&n.quiet_hours_text));
+        let _ = writeln!(s, "timezone = {}", toml_str(&n.timezone));
+        let _ = writeln!(
+            s,
+            "progress_min_edit_seconds = {}",
+            n.progress_min_edit_seconds
+        );
+        for r in &self.routes {
+            let _ = writeln!(s, "\n[[route]]");
+            if !r.types.is_empty() {
+                let _ = writeln!(s, "types = {}", list(&r.types, true));
+            }
+            if !r.sources.is_empty() {
+                let _ = writeln!(s, "sources = {}", list(&r.sources, true));
+            }
+            let _ = writeln!(s, "chats = {}", list(&r.chats, true));
+        }
+        s
+    }
+
+    /// Where each kind of event goes, for `check-config`.
+    pub fn where_events_go(&self) -> String {
+        let mut s = String::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let types = if r.types.is_empty() {
+                "any type".to_string()
+            } else {
+                r.types.join(", ")
+            };
+            let sources = if r.sources.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", r.sources.join(", "))
+            };
+            let _ = writeln!(
+                s,
+                "#   route {}: {types}{sources} -> {}",
+                i + 1,
+                r.chats.join(", ")
+            );
+        }
+        let chats = self.target_chats();
+        let to = if chats.is_empty() {
+            "nowhere (no chat_ids and no allowed_users)".to_string()
+        } else {
+            chats.join(", ")
+        };
+        let rest = if self.routes.is_empty() {
+            "every event"
+        } else {
+            "everything else"
+        };
+        let _ = writeln!(s, "#   {rest} -> {to}");
+        if !self.routes.is_empty() {
+            // Each known type, grouped by where it goes (from a source no
+            // route names).
+            let _ = writeln!(s, "# by event type:");
+            let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+            for t in crate::event::TYPES.iter().map(|t| t.name) {
+                let dest = match self
+                    .routes
+                    .iter()
+                    .find(|r| r.sources.is_empty() && r.matches(t, ""))
+                {
+                    Some(r) => r.chats.join(", "),
+                    None => to.clone(),
+                };
+                match groups.iter_mut().find(|(d, _)| *d == dest) {
+                    Some((_, ts)) => ts.push(t),
+                    None => groups.push((dest, vec![t])),
+                }
+            }
+            for (dest, ts) in groups {
+                let _ = writeln!(s, "#   {dest}: {}", ts.join(" "));
+            }
+        }
         s
     }
 }
@@ -1228,6 +1490,54 @@ headers = { Authorization = "Bearer very-secret" }
         }
         let (_, w) = parse("[webhook]\nsecret = \"a\"\nsecrets = [\"b\"]").unwrap();
         assert!(w[0].contains("webhook.secret is ignored"), "{w:?}");
+    }
+
+    #[test]
+    fn routes_topics_and_notifications() {
+        let (c, w) = parse(
+            r#"
+[telegram]
+chat_ids = [111, "-100123/42"]
+[notifications]
+quiet_hours = "22:00-07:00"
+progress_min_edit_seconds = 5
+[[route]]
+types = ["build_*"]
+chats = ["-100123/17"]
+[[route]]
+sources = ["ci"]
+chats = [222]
+"#,
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.telegram.chat_ids, ["111", "-100123/42"]);
+        assert_eq!(c.notifications.progress_min_edit_seconds, 5);
+        assert!(c.notifications.quiet_hours.is_some());
+        assert_eq!(c.chats_for("build_failed", "x"), ["-100123/17"]);
+        assert_eq!(c.chats_for("task_completion", "ci"), ["222"]);
+        assert_eq!(c.chats_for("task_completion", "cli"), ["111", "-100123/42"]);
+        let text = c.where_events_go();
+        assert!(
+            text.contains("-100123/17: build_started build_completed build_failed"),
+            "{text}"
+        );
+        for (bad, key) in [
+            (
+                "[notifications]\nquiet_hours = \"22-07\"",
+                "notifications.quiet_hours",
+            ),
+            ("[[route]]\ntypes = [\"x\"]", "route[1].chats"),
+            ("[telegram]\nchat_ids = [\"1/0\"]", "telegram.chat_ids"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let (c, _) = parse("[notifications]\ntimezone = \"Mars/Olympus\"").unwrap();
+        let e = validate(&c, false).unwrap_err().to_string();
+        assert!(e.contains("notifications.timezone"), "{e}");
+        assert!(glob("build_*", "build_failed") && glob("?est_*", "test_passed"));
+        assert!(!glob("build_*", "task_build") && glob("*", ""));
     }
 
     #[test]

@@ -92,11 +92,16 @@ async fn handle(mut stream: Async<TcpStream>, monitor: &Monitor) {
         "/health" => {
             let latest = monitor.latest.lock().unwrap_or_else(|p| p.into_inner());
             match &*latest {
-                Some(s) => (
-                    if s.unhealthy { 503 } else { 200 },
-                    "application/json",
-                    s.body.to_string().into_bytes(),
-                ),
+                Some(s) => {
+                    // Mute and pause as they are now, not at the last check.
+                    let mut body = s.body.clone();
+                    body["notifications"] = monitor.notifications();
+                    (
+                        if s.unhealthy { 503 } else { 200 },
+                        "application/json",
+                        body.to_string().into_bytes(),
+                    )
+                }
                 None => (
                     503,
                     "application/json",

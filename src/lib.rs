@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod init;
 pub mod mcp;
 pub mod net;
+pub mod notify;
 pub mod reload;
 pub mod responses;
 pub mod signals;
@@ -31,6 +32,7 @@ pub mod spool;
 pub mod stats;
 pub mod store;
 pub mod telegram;
+pub mod tz;
 pub mod watch;
 pub mod webhook;
 
