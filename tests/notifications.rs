@@ -123,8 +123,12 @@ fn send_writes_priority_and_silent_and_refuses_a_wrong_priority() {
     );
     assert_eq!(code, 0, "{out}");
     let id = out.trim();
-    let v: Value =
-        serde_json::from_slice(&std::fs::read(dir.0.join(format!("{id}.json"))).unwrap()).unwrap();
+    // The file's name is not the id (ids never name paths): find it by content.
+    let v: Value = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.ok()?.path()).ok()?).ok())
+        .find(|v| v["event_id"] == id)
+        .expect("the event file send wrote");
     assert_eq!(
         (
             v["data"]["priority"].as_str(),
