@@ -118,6 +118,8 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         memory_threshold_mb,
         started,
         latest: Mutex::new(None),
+        approvals: approvals.clone(),
+        live: live.clone(),
     });
     let expiry = poll::expire(
         api,

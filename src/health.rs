@@ -385,6 +385,10 @@ pub struct Monitor {
     pub memory_threshold_mb: u64,
     pub started: Instant,
     pub latest: Mutex<Option<Snapshot>>,
+    /// For the status page's undecided approvals.
+    pub approvals: Arc<crate::approvals::Approvals>,
+    /// The configuration in force (`[health].token`).
+    pub live: Arc<crate::reload::Live>,
 }
 
 impl Monitor {

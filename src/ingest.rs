@@ -71,6 +71,8 @@ pub struct Queued {
     pub chat: String,
     pub seq: u64,
     pub not_before: u64,
+    /// Unix ms the event was accepted (the status page's oldest wait).
+    pub accepted_ms: u64,
     /// The entry itself, handed over before it is on disk.
     pub early: Option<(Item, Arc<Durable>)>,
 }
@@ -243,6 +245,7 @@ impl Ingest {
                         chat: i.chat.clone(),
                         seq: i.seq,
                         not_before: 0,
+                        accepted_ms: i.accepted_ms,
                         early: with.map(|d| (i.clone(), d.clone())),
                     })
                     .collect()

@@ -24,6 +24,8 @@ pub mod ingest;
 pub mod init;
 pub mod mcp;
 pub mod net;
+pub mod page;
+pub mod recent;
 pub mod reload;
 pub mod responses;
 pub mod signals;
