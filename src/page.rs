@@ -213,7 +213,7 @@ h1{font-size:1.4em;margin:.2em 0}h2{font-size:1.05em;margin:1.4em 0 .4em;\
 border-bottom:1px solid var(--line);padding-bottom:.2em}\
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.25em .5em;\
 border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}\
-th{color:var(--mute);font-weight:600}.num{text-align:right;font-variant-numeric:tabular-nums}\
+th{color:var(--mute);font-weight:600;white-space:nowrap}#queue th{width:8em}.num{text-align:right;font-variant-numeric:tabular-nums}\
 .ok{color:var(--ok)}.warn{color:var(--warn)}.bad{color:var(--bad)}.mute{color:var(--mute)}\
 .badge{display:inline-block;padding:.1em .7em;border-radius:1em;color:#fff;font-weight:700}\
 .badge.ok{background:var(--ok)}.badge.warn{background:var(--warn)}.badge.bad{background:var(--bad)}\
@@ -534,7 +534,7 @@ fn bound(s: f64) -> String {
 
 /// The histogram as inline SVG bars, one per bucket (not cumulative).
 fn histogram(o: &mut String, b: &Bars) {
-    const W: usize = 26;
+    const W: usize = 34;
     const H: u64 = 80;
     let mut all: Vec<(String, u64)> = b.buckets.iter().map(|(s, c)| (bound(*s), *c)).collect();
     all.push(("&gt;10s".into(), b.over));
