@@ -50,8 +50,12 @@ fn setup(tag: &str, tg: &FakeTelegram, listen: &str, health_extra: &str, rest: &
 }
 
 /// GET `path` on 127.0.0.1:`port` with these headers: status, the
-/// WWW-Authenticate header, body.
-fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, String) {
+/// WWW-Authenticate header, body; Err while nothing answers.
+fn try_get(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Option<String>, String), ureq::Error> {
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -62,24 +66,24 @@ fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>,
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let mut r = req.call().unwrap();
+    let mut r = req.call()?;
     let auth = r
         .headers()
         .get("www-authenticate")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    (
-        r.status().as_u16(),
-        auth,
-        r.body_mut().read_to_string().unwrap(),
-    )
+    Ok((r.status().as_u16(), auth, r.body_mut().read_to_string()?))
+}
+
+fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, String) {
+    try_get(port, path, headers).unwrap()
 }
 
 /// Polls /health until `ok` holds for its body.
 fn wait_health(port: u16, d: &Daemon, headers: &[(&str, &str)], ok: impl Fn(&Value) -> bool) {
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Ok((_, _, body)) = std::panic::catch_unwind(|| get(port, "/health", headers)) {
+        if let Ok((_, _, body)) = try_get(port, "/health", headers) {
             if serde_json::from_str::<Value>(&body).is_ok_and(|v| ok(&v)) {
                 return;
             }
