@@ -89,6 +89,9 @@ pub struct Health {
     pub memory_threshold_mb: u64,
     /// Empty: no HTTP endpoint.
     pub listen: String,
+    /// `Authorization: Bearer` token for `/`, `/health` and `/metrics`;
+    /// required when `listen` is not a loopback address. A secret.
+    pub token: String,
 }
 
 /// `[notifications]`: when a message rings, and how often progress is edited.
@@ -208,7 +211,7 @@ const KNOWN: &[(&str, &[&str])] = &[
     ),
     (
         "health",
-        &["interval_seconds", "memory_threshold_mb", "listen"],
+        &["interval_seconds", "memory_threshold_mb", "listen", "token"],
     ),
     (
         "notifications",
@@ -260,6 +263,7 @@ impl Default for Config {
                 interval_seconds: 30,
                 memory_threshold_mb: 100,
                 listen: "127.0.0.1:8080".into(),
+                token: String::new(),
             },
             notifications: Notifications {
                 quiet_hours_text: String::new(),
@@ -606,6 +610,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
     h.uint("interval_seconds", &mut c.health.interval_seconds)?;
     h.uint("memory_threshold_mb", &mut c.health.memory_threshold_mb)?;
     h.string("listen", &mut c.health.listen)?;
+    h.string("token", &mut c.health.token)?;
 
     let n = table(&root, "notifications")?;
     n.string("quiet_hours", &mut c.notifications.quiet_hours_text)?;
@@ -909,6 +914,17 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
             ),
         ));
     }
+    if let Ok(addr) = c.health.listen.parse::<SocketAddr>() {
+        if !addr.ip().is_loopback() && c.health.token.is_empty() {
+            return Err(Error::config(
+                "health.token",
+                format!(
+                    "must be set when health.listen ({addr}) is not a loopback address: \
+                     the page, /health and /metrics then need `Authorization: Bearer <token>`"
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -1161,6 +1177,7 @@ impl Config {
         let _ = writeln!(s, "interval_seconds = {}", h.interval_seconds);
         let _ = writeln!(s, "memory_threshold_mb = {}", h.memory_threshold_mb);
         let _ = writeln!(s, "listen = {}", toml_str(&h.listen));
+        let _ = writeln!(s, "token = {}", secret(&h.token));
         let n = &self.notifications;
         let _ = writeln!(s, "\n[notifications]");
         let _ = writeln!(s, "quiet_hours = {}", toml_str(&n.quiet_hours_text));
@@ -1372,6 +1389,8 @@ listen = "127.0.0.1:8080"
                 "webhook.secret",
             ),
             ("[health]\nlisten = \"nowhere\"", "health.listen"),
+            ("[health]\nlisten = \"0.0.0.0:8080\"", "health.token"),
+            ("[health]\nlisten = \"[::]:8080\"", "health.token"),
         ];
         for (text, key) in cases {
             let (c, _) = parse(text).unwrap();
@@ -1414,6 +1433,15 @@ listen = "127.0.0.1:8080"
     fn masked_output_hides_secrets() {
         let (c, _) = parse(FULL).unwrap();
         let out = c.masked();
+        assert!(out.contains("token = \"\"   # not set"), "{out}");
+        let (c, _) = parse(&FULL.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"0.0.0.0:8080\"\ntoken = \"page-token-value\"",
+        ))
+        .unwrap();
+        assert_eq!(c.health.token, "page-token-value");
+        let out = c.masked();
+        assert!(!out.contains("page-token-value"), "{out}");
         assert!(!out.contains("123:abc"));
         assert!(!out.contains("your_webhook_secret_key"));
         assert!(out.contains("allowed_users = [123456789]"));

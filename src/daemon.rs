@@ -124,6 +124,8 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         started,
         latest: Mutex::new(None),
         controls,
+        approvals: approvals.clone(),
+        live: live.clone(),
     });
     let expiry = poll::expire(
         api,

@@ -386,6 +386,10 @@ pub struct Monitor {
     pub started: Instant,
     pub latest: Mutex<Option<Snapshot>>,
     pub controls: Arc<crate::notify::Controls>,
+    /// For the status page's undecided approvals.
+    pub approvals: Arc<crate::approvals::Approvals>,
+    /// The configuration in force (`[health].token`).
+    pub live: Arc<crate::reload::Live>,
 }
 
 impl Monitor {

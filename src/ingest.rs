@@ -75,6 +75,8 @@ pub struct Queued {
     pub never_held: bool,
     /// The task id of a progress event, whose sends coalesce.
     pub progress: Option<String>,
+    /// Unix ms the event was accepted (the status page's oldest wait).
+    pub accepted_ms: u64,
     /// The entry itself, handed over before it is on disk.
     pub early: Option<(Item, Arc<Durable>)>,
 }
@@ -90,6 +92,7 @@ impl Queued {
             never_held: crate::notify::never_held(&i.event),
             progress: crate::telegram::progress::is_progress(&i.event)
                 .then(|| i.event.task_id.clone()),
+            accepted_ms: i.accepted_ms,
             early,
         }
     }

@@ -25,6 +25,8 @@ pub mod init;
 pub mod mcp;
 pub mod net;
 pub mod notify;
+pub mod page;
+pub mod recent;
 pub mod reload;
 pub mod responses;
 pub mod signals;

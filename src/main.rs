@@ -453,11 +453,20 @@ fn status(args: &Args) -> Result<()> {
     }
     let url = format!("http://{addr}/health");
     let agent = cctelegram::net::agent(std::time::Duration::from_secs(5));
-    let mut resp = agent.get(&url).call().map_err(|e| {
+    let mut request = agent.get(&url);
+    if !cfg.health.token.is_empty() {
+        request = request.header("Authorization", format!("Bearer {}", cfg.health.token));
+    }
+    let mut resp = request.call().map_err(|e| {
         Error::Failed(format!(
             "cctelegram is not running: nothing answers at {url} ({e})"
         ))
     })?;
+    if resp.status().as_u16() == 401 {
+        return Err(Error::Failed(format!(
+            "{url} answered 401: set [health] token in this config to the daemon's token"
+        )));
+    }
     let text = resp
         .body_mut()
         .read_to_string()

@@ -50,6 +50,7 @@ pub(crate) struct Pending {
     name: String,
     seq: u64,
     pub(crate) not_before: u64,
+    accepted_ms: u64,
     /// The entry, when ingest handed it over before it was on disk.
     early: Option<(Item, Arc<Durable>)>,
     /// The entry as it stands after Telegram took parts of it, while its
@@ -187,6 +188,7 @@ impl Sender {
                 name: q.name,
                 seq: q.seq,
                 not_before: q.not_before,
+                accepted_ms: q.accepted_ms,
                 early: q.early,
                 item: None,
                 unrecorded: Vec::new(),
@@ -206,6 +208,27 @@ impl Sender {
         self.stats
             .backlog
             .store(n as u64, std::sync::atomic::Ordering::Relaxed);
+        // Each chat's list is in acceptance order: the heads hold the oldest.
+        let oldest = self
+            .chats
+            .values()
+            .filter_map(|l| l.front().map(|p| p.accepted_ms).filter(|ms| *ms > 0))
+            .min()
+            .unwrap_or(0);
+        Stats::set(&self.stats.oldest_queued_ms, oldest);
+    }
+
+    /// Notes `item`'s outcome in `chat` for the status page.
+    fn note(&self, chat: &str, item: &Item, outcome: &'static str, error: Option<String>) {
+        self.stats.recent.note(crate::recent::Entry {
+            at_ms: clock::now_ms(),
+            event_id: item.event.event_id.clone(),
+            chat: chat.to_string(),
+            kind: item.event.kind.clone(),
+            title: item.event.title.clone(),
+            outcome,
+            error,
+        });
     }
 
     /// The chat whose next send is due soonest, and how long until then.
@@ -501,6 +524,12 @@ impl Sender {
             } => {
                 let secs = retry_after.unwrap_or(5).min(MAX_RETRY_AFTER_S);
                 self.hold_until = clock::now_ms() + secs * 1000;
+                self.note(
+                    chat,
+                    &item,
+                    "pending",
+                    Some("Telegram rate limit (429)".into()),
+                );
                 Stats::bump(&self.stats.send_retries);
                 if !item.pending_notified
                     && self.notify(
@@ -534,6 +563,7 @@ impl Sender {
                     clock_hint(&e)
                 );
                 Stats::bump(&self.stats.send_retries);
+                self.note(chat, &item, "pending", Some(e.to_string()));
                 if !item.pending_notified
                     && self.notify(chat, &item, Status::Pending, Some(&e.to_string()))
                 {
@@ -556,6 +586,7 @@ impl Sender {
                     return;
                 }
                 Stats::bump(&self.stats.send_failures);
+                self.note(chat, &item, "failed", Some(e.to_string()));
                 self.pop(chat);
             }
         }
@@ -612,6 +643,7 @@ impl Sender {
         match self.finish_steps(chat, name, &item) {
             Ok(decided) => {
                 Stats::bump(&self.stats.events_delivered);
+                self.note(chat, &item, "delivered", None);
                 if item.accepted_ms > 0 {
                     let ms = clock::age_ms(item.accepted_ms, clock::now_ms());
                     self.stats.event_delivery.observe(Duration::from_millis(ms));
