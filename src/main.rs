@@ -434,43 +434,18 @@ fn verify(args: &Args) -> Result<()> {
 fn status(args: &Args) -> Result<()> {
     args.only(&["--config"], &["--json"], false)?;
     let (cfg, _) = load_config(args, false)?;
-    if cfg.health.listen.is_empty() {
-        return Err(Error::Failed(
-            "cannot ask the daemon: [health] listen is \"\", so it serves no /health".into(),
-        ));
-    }
-    let mut addr: std::net::SocketAddr = cfg
-        .health
-        .listen
-        .parse()
-        .map_err(|_| Error::config("health.listen", "is not an address"))?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let url = format!("http://{addr}/health");
-    let agent = cctelegram::net::agent(std::time::Duration::from_secs(5));
-    let mut request = agent.get(&url);
-    if !cfg.health.token.is_empty() {
-        request = request.header("Authorization", format!("Bearer {}", cfg.health.token));
-    }
-    let mut resp = request.call().map_err(|e| {
-        Error::Failed(format!(
-            "cctelegram is not running: nothing answers at {url} ({e})"
-        ))
+    use cctelegram::mcp::bridge::{ask, Unasked};
+    let (url, code, text) = ask(&cfg).map_err(|e| match e {
+        Unasked::NoListener(why) => Error::Failed(format!("cannot ask the daemon: {why}")),
+        Unasked::NotRunning { url, error } => Error::Failed(format!(
+            "cctelegram is not running: nothing answers at {url} ({error})"
+        )),
     })?;
-    if resp.status().as_u16() == 401 {
+    if code == 401 {
         return Err(Error::Failed(format!(
             "{url} answered 401: set [health] token in this config to the daemon's token"
         )));
     }
-    let text = resp
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| Error::Failed(format!("{url}: {e}")))?;
     let h: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
         Error::Failed(format!(
             "{url} answered something that is not cctelegram's health"

@@ -14,7 +14,7 @@
 //! stdout goes through one lock, and nothing else is ever printed there.
 
 mod answers;
-mod bridge;
+pub mod bridge;
 mod channel;
 pub mod protocol;
 mod resources;
