@@ -1,8 +1,10 @@
 //! Everything that talks to the Telegram Bot API.
 
 pub mod api;
+pub mod download;
 pub mod pace;
 pub mod poll;
 pub mod render;
 pub mod send;
 pub mod update;
+pub mod upload;

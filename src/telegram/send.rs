@@ -21,6 +21,7 @@ use smol::channel::Receiver;
 use smol::future::FutureExt as _;
 
 use crate::approvals::{Approval, Approvals};
+use crate::attach;
 use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
@@ -32,7 +33,7 @@ use crate::stats::Stats;
 use crate::telegram::api::Api;
 use crate::telegram::pace::Pacer;
 use crate::telegram::poll::{decision_note, show_outcome};
-use crate::telegram::render;
+use crate::telegram::upload;
 use crate::webhook::deliver::Outbox;
 use crate::webhook::payload::{self, Status};
 
@@ -139,6 +140,13 @@ impl Sender {
             stats,
         };
         let pending = s.spool.pending()?;
+        // Copies of events that never reached the queue (refused or gone
+        // after their files were copied); an hour spares ingest's new ones.
+        let referenced = pending
+            .iter()
+            .flat_map(|(_, i)| i.files.iter().map(|f| f.file.clone()))
+            .collect();
+        attach::prune(&s.spool.root, &referenced, 3600 * 1000);
         s.add(pending.into_iter().map(|(name, i)| Queued {
             name,
             chat: i.chat,
@@ -342,16 +350,18 @@ impl Sender {
         } else {
             self.mode
         };
-        let parts = render::render(&item.event, mode);
-        let Some(part) = parts.get(item.parts_sent).cloned() else {
+        // Text parts, then attachments (see upload.rs): one call a step.
+        let steps = upload::plan(&item, mode);
+        let Some(step) = steps.get(item.parts_sent).cloned() else {
             self.finish(chat, &name, item).await;
             return;
         };
         self.pacer.sent(chat, Instant::now());
         let api = self.api.clone();
         let to = chat.to_string();
+        let files = attach::dir(&self.spool.root);
         let started = Instant::now();
-        let result = smol::unblock(move || api.send_message(&to, &part)).await;
+        let result = smol::unblock(move || step.send(&api, &to, &files)).await;
         self.stats.telegram_request.observe(started.elapsed());
         if let Some((_, durable)) = early {
             // Nothing about this entry may be recorded before it exists.
@@ -365,17 +375,18 @@ impl Sender {
             }
         }
         match result {
-            Ok(message_id) => {
-                let part = (item.parts_sent, message_id);
+            Ok(ids) => {
+                // An album is one step with a message per photo.
+                let part: Vec<(usize, i64)> = ids.iter().map(|&id| (item.parts_sent, id)).collect();
                 item.parts_sent += 1;
-                item.message_ids.push(message_id);
+                item.message_ids.extend(&ids);
                 Stats::bump(&self.stats.messages_sent);
                 // Telegram's answer goes to disk before anything else.
-                if let Err(e) = self.record(chat, &item, &[part]) {
-                    self.stall(chat, Some(item), vec![part], &e);
+                if let Err(e) = self.record(chat, &item, &part) {
+                    self.stall(chat, Some(item), part, &e);
                     return;
                 }
-                if item.parts_sent >= parts.len() {
+                if item.parts_sent >= steps.len() {
                     self.finish(chat, &name, item).await;
                 } else {
                     // The sent log already has it; this only saves a
@@ -455,6 +466,7 @@ impl Sender {
                     self.stall(chat, Some(item), Vec::new(), &e);
                     return;
                 }
+                self.release_files(&item);
                 Stats::bump(&self.stats.send_failures);
                 self.pop(chat);
             }
@@ -560,7 +572,23 @@ impl Sender {
         let source = processed_source(&item.event.event_id, chat, Status::Delivered);
         self.outbox.enqueue("event_processed", &source, &payload)?;
         self.spool.remove(name)?;
+        self.release_files(item);
         Ok(decided)
+    }
+
+    /// Removes an event's attachment copies once no chat has it queued.
+    fn release_files(&self, item: &Item) {
+        if item.files.is_empty() {
+            return;
+        }
+        let id = &item.event.event_id;
+        let queued = item
+            .fanout
+            .iter()
+            .any(|c| self.spool.queue.exists(&crate::spool::file_name(id, c)));
+        if !queued {
+            attach::remove(&self.spool.root, &item.files);
+        }
     }
 }
 
