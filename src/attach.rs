@@ -333,6 +333,32 @@ pub fn take(ev: &Event, place: &Place, state_dir: &Path) -> Result<Result<Taken,
     Ok(Ok(taken))
 }
 
+/// `cctelegram send --attach FILE`: copies `src` into `events_dir/files/`
+/// atomically (temporary name, fsync, rename) under a fresh name that
+/// keeps the original's, and returns the relative path to put in the event.
+pub fn stage(events_dir: &Path, src: &Path) -> Result<String> {
+    let f = File::open(src).map_err(|e| crate::error::Error::io(src, e))?;
+    let meta = f.metadata().map_err(|e| crate::error::Error::io(src, e))?;
+    if !meta.is_file() {
+        return Err(crate::error::Error::Usage(format!(
+            "--attach {}: not a regular file",
+            src.display()
+        )));
+    }
+    let files = events_dir.join("files");
+    store::ensure_dir(&files)?;
+    let base = src
+        .file_name()
+        .map(|n| crate::telegram::download::saved_name(0, Some(&n.to_string_lossy()), false))
+        .unwrap_or_default();
+    let base = base.strip_prefix("0_").unwrap_or(&base);
+    let name = format!("{}_{base}", crate::event::new_id());
+    let mut reader = f;
+    store::write_from(&files, &name, &mut reader, 0o644)?;
+    store::sync_dir(&files)?;
+    Ok(name)
+}
+
 /// Removes the copies of a delivered event.
 pub fn remove(state_dir: &Path, stored: &[Stored]) {
     let d = dir(state_dir);

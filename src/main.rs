@@ -14,7 +14,8 @@ cctelegram: event files in, Telegram messages out
 Usage:
   cctelegram run [--config PATH]            the daemon, in the foreground
   cctelegram send --type T --title S [--description S] [--task-id ID]
-                  [--data JSON] [--option LABEL]... [--events-dir DIR] [--config PATH]
+                  [--data JSON] [--option LABEL]... [--attach FILE]... [--expects-reply]
+                  [--events-dir DIR] [--config PATH]
                                             write one event file, print its id
   cctelegram init [--config PATH] [--token TOKEN] [--force]
                                             pair a phone with the bot, write a config
@@ -88,6 +89,11 @@ cctelegram send: write one event file atomically into the events directory
   --task-id ID      task id (approval buttons carry it)
   --data JSON       a JSON object of extra fields, e.g. '{\"status\":\"ok\"}'
   --option LABEL    an approval button; repeat for each
+  --attach FILE     send FILE with the event (photos as photos, others as
+                    documents); copied into events_dir/files/ first, so FILE
+                    may be removed at once; repeat for each
+  --expects-reply   open the reply field on the phone; the answer's response
+                    file carries this event's id
   --events-dir DIR  where to write (default: the configured events_dir)
 
 Prints the new event's id. Example:
@@ -111,6 +117,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--task-id",
     "--data",
     "--option",
+    "--attach",
     "--events-dir",
     "--secret",
     "--signature",
@@ -250,9 +257,10 @@ fn send(args: &Args) -> Result<()> {
             "--task-id",
             "--data",
             "--option",
+            "--attach",
             "--events-dir",
         ],
-        &[],
+        &["--expects-reply"],
         false,
     )?;
     let kind = args.need("--type")?;
@@ -273,6 +281,20 @@ fn send(args: &Args) -> Result<()> {
         Some(d) => PathBuf::from(d),
         None => load_config(args, false)?.0.paths.events_dir,
     };
+    if args.switches.iter().any(|s| s == "--expects-reply") {
+        data.insert("expects_reply".into(), true.into());
+    }
+    let attach = args.all("--attach");
+    if !attach.is_empty() {
+        let mut list: Vec<serde_json::Value> = match data.remove("attachments") {
+            Some(serde_json::Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        for f in attach {
+            list.push(cctelegram::attach::stage(&dir, std::path::Path::new(f))?.into());
+        }
+        data.insert("attachments".into(), list.into());
+    }
     let (id, _) = event::submit(
         &dir,
         event::Draft {

@@ -437,6 +437,9 @@ impl Poller {
             return Ok(());
         }
         let Some(text) = m.text.as_deref() else {
+            if let Some(f) = &m.file {
+                return self.file_message(m, f).await; // see download.rs
+            }
             self.reply(chat, "Only text messages are recorded.").await;
             return Ok(());
         };
