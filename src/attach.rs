@@ -257,11 +257,7 @@ impl<R: Read> Read for Source<R> {
 /// The copy's name: from the event id and position, never from the
 /// writer's path (CONTRACT: ids are not file names, so it is hashed).
 fn copy_name(ev: &Event, index: usize, name: &str) -> String {
-    let h = store::digest(&[
-        ev.event_id.as_bytes(),
-        b"\0",
-        index.to_string().as_bytes(),
-    ]);
+    let h = store::digest(&[ev.event_id.as_bytes(), b"\0", index.to_string().as_bytes()]);
     match extension(name).as_str() {
         "" => h[..32].to_string(),
         ext => format!("{}.{ext}", &h[..32]),
@@ -326,7 +322,9 @@ pub fn take(ev: &Event, place: &Place, state_dir: &Path) -> Result<Result<Taken,
             caption: spec.caption.clone(),
         });
         if in_files {
-            taken.sources.push(place.events_dir.join("files").join(&spec.path));
+            taken
+                .sources
+                .push(place.events_dir.join("files").join(&spec.path));
         }
     }
     store::sync_dir(&target)?;

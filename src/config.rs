@@ -126,7 +126,12 @@ const KNOWN: &[(&str, &[&str])] = &[
     ),
     (
         "paths",
-        &["events_dir", "responses_dir", "state_dir", "attachment_dirs"],
+        &[
+            "events_dir",
+            "responses_dir",
+            "state_dir",
+            "attachment_dirs",
+        ],
     ),
     (
         "limits",

@@ -86,17 +86,36 @@ fn a_photo_and_a_30_mb_log_arrive_byte_identical_after_the_writer_deletes_them()
         !setup.events.join("files/snap.png").exists(),
         "the daemon removes what it took from events_dir/files/"
     );
-    tg.wait_until(Duration::from_secs(60), "two uploads", |s| s.uploads.len() >= 2);
+    tg.wait_until(Duration::from_secs(60), "two uploads", |s| {
+        s.uploads.len() >= 2
+    });
     tg.set_upload_pace(0);
     let up = tg.uploads();
-    let p = up.iter().find(|u| u.method == "sendPhoto").expect("a sendPhoto");
-    let doc = up.iter().find(|u| u.method == "sendDocument").expect("a sendDocument");
-    assert_eq!(sha256(&p.bytes), sha256(&photo), "the photo changed on the way");
-    assert_eq!(sha256(&doc.bytes), sha256(&log), "the log changed on the way");
+    let p = up
+        .iter()
+        .find(|u| u.method == "sendPhoto")
+        .expect("a sendPhoto");
+    let doc = up
+        .iter()
+        .find(|u| u.method == "sendDocument")
+        .expect("a sendDocument");
+    assert_eq!(
+        sha256(&p.bytes),
+        sha256(&photo),
+        "the photo changed on the way"
+    );
+    assert_eq!(
+        sha256(&doc.bytes),
+        sha256(&log),
+        "the log changed on the way"
+    );
     assert_eq!(doc.file_name, "backup.log");
     assert!(p.caption.as_deref().unwrap_or("").contains("Backup failed"));
     assert_eq!(doc.caption.as_deref(), Some("the log"));
-    assert!(tg.messages().is_empty(), "the short text is a caption, not a message");
+    assert!(
+        tg.messages().is_empty(),
+        "the short text is a caption, not a message"
+    );
     wait_fs(WAIT, "the copies removed after delivery", Some(&d), || {
         Setup::files(&setup.state.join("files")).is_empty()
     });
@@ -118,10 +137,15 @@ fn kill_9_in_the_middle_of_an_upload_then_a_restart_delivers_it_whole() {
         tg.body_bytes_read() > before + (2 << 20)
     });
     d.kill9();
-    assert!(tg.uploads().is_empty(), "the upload was not finished before the kill");
+    assert!(
+        tg.uploads().is_empty(),
+        "the upload was not finished before the kill"
+    );
     tg.set_upload_pace(0);
     let _d = start_polling(&tg, &setup);
-    tg.wait_until(WAIT, "the upload after the restart", |s| !s.uploads.is_empty());
+    tg.wait_until(WAIT, "the upload after the restart", |s| {
+        !s.uploads.is_empty()
+    });
     let up = tg.uploads();
     assert_eq!(up.len(), 1, "sent once: {up:?}");
     assert_eq!(sha256(&up[0].bytes), sha256(&log));
@@ -144,10 +168,18 @@ fn bad_attachments_send_the_event_to_failed_with_the_reason() {
     fs::create_dir_all(files.join("adir")).unwrap();
     let d = start_polling(&tg, &setup);
     let cases: [(&str, Value, &str); 5] = [
-        ("traversal", json!("../../secret.txt"), "\"..\" is not allowed"),
+        (
+            "traversal",
+            json!("../../secret.txt"),
+            "\"..\" is not allowed",
+        ),
         ("symlink", json!("link.txt"), "points outside"),
         ("absolute", json!(secret), "is outside"),
-        ("oversized", json!("big.bin"), "over [limits] max_attachment_bytes"),
+        (
+            "oversized",
+            json!("big.bin"),
+            "over [limits] max_attachment_bytes",
+        ),
         ("directory", json!("adir"), "is a directory"),
     ];
     for (name, path, _) in &cases {
@@ -163,7 +195,10 @@ fn bad_attachments_send_the_event_to_failed_with_the_reason() {
         assert!(text.contains("attachment 1"), "{name}: {text}");
     }
     // A good event after them goes through: nothing was sent for the bad ones.
-    setup.drop_event("ok.json", &json!({"type": "info_notification", "title": "fine"}).to_string());
+    setup.drop_event(
+        "ok.json",
+        &json!({"type": "info_notification", "title": "fine"}).to_string(),
+    );
     tg.wait_until(WAIT, "the good event", |s| !s.messages.is_empty());
     assert!(tg.uploads().is_empty(), "a refused event sent a file");
     assert_eq!(tg.messages().len(), 1);
@@ -209,13 +244,20 @@ fn a_long_text_goes_first_and_three_photos_are_one_album() {
     }
     tg.wait_until(WAIT, "the album", |s| s.uploads.len() >= 4);
     let album: Vec<_> = tg.uploads().into_iter().skip(1).collect();
-    assert!(album.iter().all(|u| u.method == "sendMediaGroup"), "{album:?}");
+    assert!(
+        album.iter().all(|u| u.method == "sendMediaGroup"),
+        "{album:?}"
+    );
     let group = album[0].media_group_id.clone();
     assert!(group.is_some() && album.iter().all(|u| u.media_group_id == group));
     for (i, u) in album.iter().enumerate() {
         assert_eq!(sha256(&u.bytes), sha256(&noise(5000, 10 + i as u64)));
     }
-    assert!(album[0].caption.as_deref().unwrap_or("").contains("Cameras"));
+    assert!(album[0]
+        .caption
+        .as_deref()
+        .unwrap_or("")
+        .contains("Cameras"));
     drop(d);
 }
 
@@ -259,8 +301,26 @@ fn a_document_from_an_allowed_user_is_saved_and_a_strangers_is_not_fetched() {
     let setup = Setup::new("attach-incoming", &tg.url(), &[ME], "");
     let d = start_polling(&tg, &setup);
     let bytes = noise(300_000, 7);
-    tg.user_file(666, "mallory", 666, false, "evil.sh", "text/x-sh", b"rm -rf".to_vec(), None);
-    tg.user_file(ME, "john", ME, false, "../notes v2.txt", "text/plain", bytes.clone(), Some("my notes"));
+    tg.user_file(
+        666,
+        "mallory",
+        666,
+        false,
+        "evil.sh",
+        "text/x-sh",
+        b"rm -rf".to_vec(),
+        None,
+    );
+    tg.user_file(
+        ME,
+        "john",
+        ME,
+        false,
+        "../notes v2.txt",
+        "text/plain",
+        bytes.clone(),
+        Some("my notes"),
+    );
     wait_fs(WAIT, "the document recorded", Some(&d), || {
         responses(&setup.responses)
             .iter()
@@ -274,9 +334,58 @@ fn a_document_from_an_allowed_user_is_saved_and_a_strangers_is_not_fetched() {
     assert_eq!(v["mime_type"], "text/plain");
     assert_eq!(v["file_size"], bytes.len());
     let saved = Path::new(v["file"].as_str().expect("the saved file"));
-    assert!(saved.starts_with(setup.responses.join("files")), "{saved:?}");
+    assert!(
+        saved.starts_with(setup.responses.join("files")),
+        "{saved:?}"
+    );
     assert_eq!(sha256(&fs::read(saved).unwrap()), sha256(&bytes));
     let downloads = tg.downloads();
-    assert_eq!(downloads.len(), 1, "the stranger's file was fetched: {downloads:?}");
-    assert!(!d.out.text().contains("/file/bot"), "the file URL (with the token) was logged");
+    assert_eq!(
+        downloads.len(),
+        1,
+        "the stranger's file was fetched: {downloads:?}"
+    );
+    assert!(
+        !d.out.text().contains("/file/bot"),
+        "the file URL (with the token) was logged"
+    );
+}
+
+#[test]
+fn a_429_on_an_upload_is_waited_out_and_the_webhook_names_the_file() {
+    let tg = FakeTelegram::start();
+    let rec = Recorder::start();
+    let setup = Setup::new(
+        "attach-429",
+        &tg.url(),
+        &[ME],
+        &webhook_toml("f-secret", &[rec.url("/webhook/events")]),
+    );
+    let d = start_polling(&tg, &setup);
+    tg.rate_limit("sendPhoto", 1, 1);
+    tg.fail_next("sendPhoto", 1, 502, "Bad Gateway", None);
+    let shot = noise(40_000, 9);
+    fs::write(files_dir(&setup).join("door.webp"), &shot).unwrap();
+    let ev = json!({"type": "info_notification", "title": "Door", "event_id": "door1",
+        "data": {"attachments": ["door.webp"]}});
+    setup.drop_event("door.json", &ev.to_string());
+    tg.wait_until(
+        Duration::from_secs(20),
+        "the photo after a 429 and a 502",
+        |s| !s.uploads.is_empty(),
+    );
+    assert_eq!(
+        tg.calls("sendPhoto").len(),
+        3,
+        "one 429, one 502, then sent"
+    );
+    assert_eq!(sha256(&tg.uploads()[0].bytes), sha256(&shot));
+    wait_fs(WAIT, "event_processed naming the file", Some(&d), || {
+        rec.requests().iter().any(|r| {
+            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            v["event"]["status"] == "delivered"
+                && v["event"]["attachments"]
+                    == json!([{"name": "door.webp", "size": 40_000, "photo": true}])
+        })
+    });
 }

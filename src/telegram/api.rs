@@ -153,12 +153,10 @@ impl Api {
         }
         let mut reader = resp.body_mut().with_config().limit(max).reader();
         sink(&mut reader).map_err(|e| match e {
-            Error::Io { path, source } if source.kind() == std::io::ErrorKind::Other => {
-                Error::Io {
-                    path,
-                    source: std::io::Error::other(redact(&source.to_string(), &self.token)),
-                }
-            }
+            Error::Io { path, source } if source.kind() == std::io::ErrorKind::Other => Error::Io {
+                path,
+                source: std::io::Error::other(redact(&source.to_string(), &self.token)),
+            },
             e => e,
         })
     }

@@ -42,8 +42,19 @@ pub fn saved_name(update_id: i64, original: Option<&str>, photo: bool) -> String
         })
         .collect();
     let clean = clean.trim_start_matches('.');
-    let clean: String = clean.chars().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect();
-    let clean = if clean.is_empty() { fallback.to_string() } else { clean };
+    let clean: String = clean
+        .chars()
+        .rev()
+        .take(80)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let clean = if clean.is_empty() {
+        fallback.to_string()
+    } else {
+        clean
+    };
     format!("{update_id}_{clean}")
 }
 
@@ -118,8 +129,9 @@ impl Poller {
             let text = format!("The file was not saved: {p}.");
             let params = json!({"chat_id": chat_param(&m.chat), "text": text});
             let api = self.api.clone();
-            let _ = smol::unblock(move || api.call("sendMessage", &params, Duration::from_secs(30)))
-                .await;
+            let _ =
+                smol::unblock(move || api.call("sendMessage", &params, Duration::from_secs(30)))
+                    .await;
         }
         let kind = if f.photo { "photo" } else { "document" };
         let caption = m.caption.clone().unwrap_or_default();
@@ -202,7 +214,10 @@ mod tests {
     fn saved_names_are_plain() {
         assert_eq!(saved_name(7, Some("../../etc/passwd"), false), "7_passwd");
         assert_eq!(saved_name(7, Some(".bashrc"), false), "7_bashrc");
-        assert_eq!(saved_name(8, Some("my log (1).txt"), false), "8_my_log__1_.txt");
+        assert_eq!(
+            saved_name(8, Some("my log (1).txt"), false),
+            "8_my_log__1_.txt"
+        );
         assert_eq!(saved_name(9, None, true), "9_photo.jpg");
         assert_eq!(saved_name(9, Some(".."), false), "9_file");
     }

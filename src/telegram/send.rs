@@ -481,7 +481,7 @@ impl Sender {
     /// Queues an `event_processed` webhook for `item` in `chat`; false if
     /// it could not be written (the caller retries the hand-off).
     fn notify(&self, chat: &str, item: &Item, status: Status, error: Option<&str>) -> bool {
-        let payload = payload::event_processed(
+        let mut payload = payload::event_processed(
             &item.event,
             chat,
             status,
@@ -490,6 +490,7 @@ impl Sender {
             clock::now_ms(),
             &self.outbox.info(),
         );
+        upload::describe(&mut payload, &item.files);
         let source = processed_source(&item.event.event_id, chat, status);
         match self.outbox.enqueue("event_processed", &source, &payload) {
             Ok(()) => true,
@@ -560,7 +561,7 @@ impl Sender {
                 }
             }
         }
-        let payload = payload::event_processed(
+        let mut payload = payload::event_processed(
             &item.event,
             chat,
             Status::Delivered,
@@ -569,6 +570,7 @@ impl Sender {
             now,
             &self.outbox.info(),
         );
+        upload::describe(&mut payload, &item.files);
         let source = processed_source(&item.event.event_id, chat, Status::Delivered);
         self.outbox.enqueue("event_processed", &source, &payload)?;
         self.spool.remove(name)?;

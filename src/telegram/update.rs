@@ -293,10 +293,20 @@ fn message(cx: &Ctx, update_id: i64, m: &Value) -> Result<Message, Malformed> {
     };
     let present = |field: &str| m.get(field).is_some_and(|v| !v.is_null());
     let file = match (m.get("document").filter(|v| !v.is_null()), m.get("photo")) {
-        (Some(d), _) => Some(file_of(cx, cx.object(d, "message.document")?, "message.document", false)?),
+        (Some(d), _) => Some(file_of(
+            cx,
+            cx.object(d, "message.document")?,
+            "message.document",
+            false,
+        )?),
         (None, Some(Value::Array(sizes))) => match sizes.last() {
             // Telegram lists the sizes smallest first.
-            Some(p) => Some(file_of(cx, cx.object(p, "message.photo[]")?, "message.photo[]", true)?),
+            Some(p) => Some(file_of(
+                cx,
+                cx.object(p, "message.photo[]")?,
+                "message.photo[]",
+                true,
+            )?),
             None => None,
         },
         _ => None,
@@ -411,14 +421,20 @@ mod tests {
         assert!(m.has_document && m.has_photo);
         assert_eq!(m.caption.as_deref(), Some("look"));
         // The document wins; a photo alone gives its largest size.
-        assert_eq!(m.file.map(|f| (f.file_id, f.photo)), Some(("y".into(), false)));
+        assert_eq!(
+            m.file.map(|f| (f.file_id, f.photo)),
+            Some(("y".into(), false))
+        );
         let u = json!({"update_id": 2, "message": {"message_id": 1, "from": user(),
             "chat": {"id": 42}, "photo": [{"file_id": "small"}, {"file_id": "big", "file_size": 9}]}});
         let Ok(Update::Message(m)) = parse(&u) else {
             panic!("not a message");
         };
         let f = m.file.expect("a file");
-        assert_eq!((f.file_id.as_str(), f.photo, f.file_size), ("big", true, Some(9)));
+        assert_eq!(
+            (f.file_id.as_str(), f.photo, f.file_size),
+            ("big", true, Some(9))
+        );
     }
 
     #[test]

@@ -147,6 +147,21 @@ pub fn plan(item: &Item, mode: ParseMode) -> Vec<Step> {
     steps
 }
 
+/// Adds the attachments' names and sizes to an `event_processed` payload
+/// (an extra field: version 1 receivers ignore it).
+pub fn describe(payload: &mut Value, files: &[Stored]) {
+    if files.is_empty() {
+        return;
+    }
+    let list: Vec<Value> = files
+        .iter()
+        .map(|f| json!({"name": f.name, "size": f.size, "photo": f.photo}))
+        .collect();
+    if let Some(ev) = payload.get_mut("event") {
+        ev["attachments"] = Value::Array(list);
+    }
+}
+
 /// How long an upload may take: a minute, plus 64 KiB/s for its bytes
 /// (a slow uplink still finishes a 50 MB log).
 fn upload_timeout(bytes: u64) -> Duration {
@@ -181,7 +196,10 @@ impl Step {
             Step::Document { file, caption } => {
                 single(api, chat, files, "sendDocument", "document", file, caption)
             }
-            Step::Album { files: list, caption } => {
+            Step::Album {
+                files: list,
+                caption,
+            } => {
                 let mut form = Form::new();
                 form.text("chat_id", chat);
                 let media: Vec<Value> = list
@@ -450,7 +468,10 @@ mod tests {
 
     #[test]
     fn a_short_text_is_the_caption() {
-        let s = plan(&item("hi", vec![stored("a.png", true)], json!({})), ParseMode::Html);
+        let s = plan(
+            &item("hi", vec![stored("a.png", true)], json!({})),
+            ParseMode::Html,
+        );
         assert_eq!(s.len(), 1);
         assert!(matches!(&s[0], Step::Photo { caption: Some(c), .. } if c.text.contains("hi")));
     }
@@ -467,10 +488,20 @@ mod tests {
     #[test]
     fn a_question_asks_on_its_last_text() {
         let s = plan(
-            &item("q", vec![stored("a.log", false)], json!({"expects_reply": true})),
+            &item(
+                "q",
+                vec![stored("a.log", false)],
+                json!({"expects_reply": true}),
+            ),
             ParseMode::Html,
         );
-        assert!(matches!(&s[0], Step::Text { force_reply: true, .. }));
+        assert!(matches!(
+            &s[0],
+            Step::Text {
+                force_reply: true,
+                ..
+            }
+        ));
         assert!(matches!(&s[1], Step::Document { caption: None, .. }));
     }
 

@@ -91,7 +91,12 @@ pub fn serve(listener: TcpListener, handler: Handler, stop: Arc<AtomicBool>) {
 }
 
 /// [`serve`], reading bodies at `pace`.
-pub fn serve_paced(listener: TcpListener, handler: Handler, stop: Arc<AtomicBool>, pace: Arc<Pace>) {
+pub fn serve_paced(
+    listener: TcpListener,
+    handler: Handler,
+    stop: Arc<AtomicBool>,
+    pace: Arc<Pace>,
+) {
     listener
         .set_nonblocking(true)
         .expect("non-blocking listener");
@@ -292,7 +297,11 @@ fn read_request(r: &mut BufReader<&TcpStream>, pace: &Pace) -> io::Result<(Reque
         let mut at = 0;
         while at < len {
             let rate = pace.bytes_per_sec.load(Ordering::SeqCst);
-            let step = if rate > 0 { (rate as usize / 20).max(1) } else { 1 << 20 };
+            let step = if rate > 0 {
+                (rate as usize / 20).max(1)
+            } else {
+                1 << 20
+            };
             let end = (at + step).min(len);
             r.read_exact(&mut req.body[at..end])?;
             pace.read.fetch_add((end - at) as u64, Ordering::SeqCst);

@@ -257,14 +257,24 @@ impl State {
     }
 
     /// sendPhoto and sendDocument (`field` "photo" or "document").
-    fn send_file(&mut self, p: &Value, files: &[FilePart], method: &str, field: &str) -> Result<Value, ApiErr> {
+    fn send_file(
+        &mut self,
+        p: &Value,
+        files: &[FilePart],
+        method: &str,
+        field: &str,
+    ) -> Result<Value, ApiErr> {
         let chat_id = self.chat_param(p)?;
         let reply_markup = markup(p)?;
         let f = files
             .iter()
             .find(|f| f.field == field)
             .ok_or_else(|| bad(&format!("there is no {field} in the request")))?;
-        let max = if field == "photo" { PHOTO_MAX } else { DOCUMENT_MAX };
+        let max = if field == "photo" {
+            PHOTO_MAX
+        } else {
+            DOCUMENT_MAX
+        };
         if f.bytes.len() > max {
             return Err(api_err(413, "Request Entity Too Large"));
         }
@@ -278,7 +288,10 @@ impl State {
     fn send_media_group(&mut self, p: &Value, files: &[FilePart]) -> Result<Value, ApiErr> {
         let chat_id = self.chat_param(p)?;
         let media = json_param(p, "media").map_err(|_| bad("can't parse media JSON"))?;
-        let media = media.as_ref().and_then(Value::as_array).ok_or_else(|| bad("media is empty"))?;
+        let media = media
+            .as_ref()
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("media is empty"))?;
         if !(2..=10).contains(&media.len()) {
             return Err(bad("wrong number of media items: must contain 2-10 items"));
         }
@@ -287,7 +300,9 @@ impl State {
             if m["type"] != "photo" {
                 return Err(bad("the fake only takes photo albums"));
             }
-            let name = m["media"].as_str().and_then(|s| s.strip_prefix("attach://"));
+            let name = m["media"]
+                .as_str()
+                .and_then(|s| s.strip_prefix("attach://"));
             let f = name
                 .and_then(|n| files.iter().find(|f| f.field == n))
                 .ok_or_else(|| bad("wrong file identifier/HTTP URL specified"))?;
@@ -301,8 +316,10 @@ impl State {
         let mut out = Vec::new();
         for (f, c) in parts {
             let id = self.upload(&chat_id, "sendMediaGroup", &f, c, Some(group.clone()), None);
-            out.push(json!({"message_id": id, "chat": chat_json(&chat_id), "date": unix_now(),
-                "media_group_id": group, "photo": [{"file_id": format!("sent{id}")}]}));
+            out.push(
+                json!({"message_id": id, "chat": chat_json(&chat_id), "date": unix_now(),
+                "media_group_id": group, "photo": [{"file_id": format!("sent{id}")}]}),
+            );
         }
         Ok(Value::Array(out))
     }
@@ -481,7 +498,11 @@ impl Shared {
                 Some(b) if token_bot_id(token).is_some() => {
                     Response::new(200, "application/octet-stream", b.as_ref().clone())
                 }
-                _ => Response::new(404, "application/json", r#"{"ok":false,"error_code":404,"description":"Not Found"}"#),
+                _ => Response::new(
+                    404,
+                    "application/json",
+                    r#"{"ok":false,"error_code":404,"description":"Not Found"}"#,
+                ),
             };
         }
         let Some((token, method)) = path.strip_prefix("/bot").and_then(|p| p.split_once('/'))
@@ -743,7 +764,9 @@ impl FakeTelegram {
     /// as a slow uplink would, so that an upload can be caught in flight.
     pub fn set_upload_pace(&self, bytes_per_sec: u64) {
         use std::sync::atomic::Ordering;
-        self.pace.bytes_per_sec.store(bytes_per_sec, Ordering::SeqCst);
+        self.pace
+            .bytes_per_sec
+            .store(bytes_per_sec, Ordering::SeqCst);
     }
 
     /// Request body bytes read so far, all requests together.
@@ -771,9 +794,13 @@ impl FakeTelegram {
         let id = st.last_message_id;
         let file_id = format!("AgAD{id}file");
         let dir = if photo { "photos" } else { "documents" };
-        let path = format!("{dir}/file_{id}.{}", file_name.rsplit('.').next().unwrap_or("bin"));
+        let path = format!(
+            "{dir}/file_{id}.{}",
+            file_name.rsplit('.').next().unwrap_or("bin")
+        );
         let size = bytes.len();
-        st.user_files.insert(file_id.clone(), (path, Arc::new(bytes)));
+        st.user_files
+            .insert(file_id.clone(), (path, Arc::new(bytes)));
         let chat = chat_json(&chat_id.to_string());
         let mut m = json!({"message_id": id, "from": user_json(user, username), "chat": chat,
             "date": unix_now()});
@@ -790,7 +817,8 @@ impl FakeTelegram {
         if let Some(c) = caption {
             m["caption"] = json!(c);
         }
-        st.user_messages.insert(id, (chat_id.to_string(), m.clone()));
+        st.user_messages
+            .insert(id, (chat_id.to_string(), m.clone()));
         drop(st);
         self.push_update(json!({ "message": m }));
         id
@@ -1003,7 +1031,8 @@ fn multipart(req: &Request) -> Result<Vec<RawPart>, String> {
         let head = String::from_utf8_lossy(&body[at..head_end]).into_owned();
         let mut next_delim = b"\r\n".to_vec();
         next_delim.extend_from_slice(&delim);
-        let end = find(head_end + 4, &next_delim).ok_or("the body does not end with the boundary")?;
+        let end =
+            find(head_end + 4, &next_delim).ok_or("the body does not end with the boundary")?;
         let (mut field, mut file_name, mut content_type) = (None, None, String::new());
         for line in head.split("\r\n") {
             let lower = line.to_ascii_lowercase();
