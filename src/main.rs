@@ -285,17 +285,29 @@ fn send(args: &Args) -> Result<()> {
         data.insert("expects_reply".into(), true.into());
     }
     let attach = args.all("--attach");
+    let mut staged: Vec<String> = Vec::new();
     if !attach.is_empty() {
         let mut list: Vec<serde_json::Value> = match data.remove("attachments") {
             Some(serde_json::Value::Array(a)) => a,
             _ => Vec::new(),
         };
         for f in attach {
-            list.push(cctelegram::attach::stage(&dir, std::path::Path::new(f))?.into());
+            match cctelegram::attach::stage(&dir, std::path::Path::new(f)) {
+                Ok(name) => {
+                    list.push(name.clone().into());
+                    staged.push(name);
+                }
+                Err(e) => {
+                    for name in &staged {
+                        let _ = std::fs::remove_file(dir.join("files").join(name));
+                    }
+                    return Err(e);
+                }
+            }
         }
         data.insert("attachments".into(), list.into());
     }
-    let (id, _) = event::submit(
+    let submitted = event::submit(
         &dir,
         event::Draft {
             kind: kind.into(),
@@ -306,7 +318,13 @@ fn send(args: &Args) -> Result<()> {
             data,
             ..Default::default()
         },
-    )?;
+    );
+    let (id, _) = submitted.inspect_err(|_| {
+        // No event names them: they would never be sent nor removed.
+        for name in &staged {
+            let _ = std::fs::remove_file(dir.join("files").join(name));
+        }
+    })?;
     println!("{id}");
     Ok(())
 }

@@ -339,13 +339,12 @@ impl Form {
             .map_err(|e| Error::io(&path, e))?
             .len();
         if len != f.size {
-            return Err(Error::io(
-                &path,
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the copy is {len} bytes, {} were accepted", f.size),
-                ),
-            ));
+            // Damaged state: trying again cannot help.
+            return Err(Error::Failed(format!(
+                "{}: the copy is {len} bytes, {} were accepted",
+                path.display(),
+                f.size
+            )));
         }
         self.path(name, &f.name, &path, len);
         Ok(())
