@@ -298,7 +298,13 @@ fn a_question_opens_the_reply_field_and_its_answer_carries_the_event_id() {
 #[test]
 fn a_document_from_an_allowed_user_is_saved_and_a_strangers_is_not_fetched() {
     let tg = FakeTelegram::start();
-    let setup = Setup::new("attach-incoming", &tg.url(), &[ME], "");
+    let rec = Recorder::start();
+    let setup = Setup::new(
+        "attach-incoming",
+        &tg.url(),
+        &[ME],
+        &webhook_toml("in-secret", &[rec.url("/webhook/responses")]),
+    );
     let d = start_polling(&tg, &setup);
     let bytes = noise(300_000, 7);
     tg.user_file(
@@ -348,6 +354,21 @@ fn a_document_from_an_allowed_user_is_saved_and_a_strangers_is_not_fetched() {
     assert!(
         !d.out.text().contains("/file/bot"),
         "the file URL (with the token) was logged"
+    );
+    wait_fs(
+        WAIT,
+        "the user_response webhook naming the file",
+        Some(&d),
+        || {
+            rec.requests().iter().any(|r| {
+                let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                let m = &v["response"]["message"];
+                m["message_type"] == "document"
+                    && m["file"]["file_name"] == "../notes v2.txt"
+                    && m["file"]["file_size"] == bytes.len()
+                    && m["text"] == "my notes"
+            })
+        },
     );
 }
 
