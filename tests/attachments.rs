@@ -410,3 +410,47 @@ fn a_429_on_an_upload_is_waited_out_and_the_webhook_names_the_file() {
         })
     });
 }
+
+#[test]
+fn a_received_file_over_the_limit_is_recorded_without_being_downloaded() {
+    let tg = FakeTelegram::start();
+    let setup = Setup::new("attach-incoming-big", &tg.url(), &[ME], "");
+    edit_config(
+        &setup,
+        "global_per_second = 100000",
+        "global_per_second = 100000\nmax_attachment_bytes = 1000",
+    );
+    let d = start_polling(&tg, &setup);
+    tg.user_file(
+        ME,
+        "john",
+        ME,
+        true,
+        "cam.jpg",
+        "image/jpeg",
+        noise(2000, 4),
+        None,
+    );
+    wait_fs(WAIT, "the photo recorded", Some(&d), || {
+        responses(&setup.responses)
+            .iter()
+            .any(|(_, v)| v["message_type"] == "photo")
+    });
+    let all = responses(&setup.responses);
+    let v = &all[0].1;
+    assert!(v["file"].is_null(), "{v}");
+    assert!(
+        v["file_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("over the limit"),
+        "{v}"
+    );
+    assert!(
+        tg.downloads().is_empty(),
+        "a file over the limit was fetched"
+    );
+    tg.wait_until(WAIT, "the sender told", |s| {
+        s.messages.iter().any(|m| m.text.contains("not saved"))
+    });
+}

@@ -151,7 +151,9 @@ impl Api {
                 retry_after: None,
             });
         }
-        let mut reader = resp.body_mut().with_config().limit(max).reader();
+        // A bound the caller can see (more than `max` read means too big),
+        // not ureq's limit, whose error would look like a network failure.
+        let mut reader = std::io::Read::take(resp.body_mut().as_reader(), max);
         sink(&mut reader).map_err(|e| match e {
             Error::Io { path, source } if source.kind() == std::io::ErrorKind::Other => Error::Io {
                 path,
