@@ -995,6 +995,76 @@ fn mcp_idle(bin: &Path, dir: &Workdir) -> (u64, u64) {
     (rss, idle_ticks)
 }
 
+/// The attachment of the upload measurement.
+const UPLOAD_MIB: usize = 30;
+
+struct UploadRun {
+    total: Duration,
+    upload: Duration,
+    rss_before: u64,
+    rss_after: u64,
+    identical: bool,
+}
+
+/// A fresh daemon sends one 30 MiB log: its peak RSS (the daemon's only
+/// work is this upload, so VmHWM is the upload's), and how fast the body
+/// reaches the fake (first body byte read to the last).
+fn upload_bench(bin: &Path, tg: &FakeTelegram) -> UploadRun {
+    let dir = Workdir::new(&tg.url(), "upload", "");
+    let files = dir.events.join("files");
+    fs::create_dir_all(&files).expect("create events/files");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let log: Vec<u8> = (0..UPLOAD_MIB << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(files.join("big.log"), &log).expect("write the log");
+    let before_polls = tg.calls("getUpdates").len();
+    let mut daemon = Daemon::start(bin, &dir);
+    tg.wait_until(WAIT, "the upload daemon's getUpdates", |s| {
+        s.calls("getUpdates").len() > before_polls
+    });
+    let rss_before = daemon.status_kib("VmHWM");
+    let uploads = tg.uploads().len();
+    let read0 = tg.body_bytes_read();
+    let body = json!({"type": "info_notification", "title": "upload bench",
+        "data": {"attachments": ["big.log"]}})
+    .to_string();
+    let (tmp, dst) = dir.stage("upload", &body);
+    let t0 = Instant::now();
+    fs::rename(&tmp, &dst).expect("rename the event");
+    // Body bytes beyond a few KiB mean the file part is being read.
+    let end = Instant::now() + BURST_WAIT;
+    let first = loop {
+        if tg.body_bytes_read() > read0 + 64 * 1024 {
+            break Instant::now();
+        }
+        assert!(Instant::now() < end, "the upload did not start");
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    tg.wait_until(BURST_WAIT, "the upload", |s| s.uploads.len() > uploads);
+    let done = Instant::now();
+    daemon.assert_running();
+    let rss_after = daemon.status_kib("VmHWM");
+    let got = tg.uploads().pop().expect("the upload");
+    let digest = |b: &[u8]| {
+        ring::digest::digest(&ring::digest::SHA256, b)
+            .as_ref()
+            .to_vec()
+    };
+    UploadRun {
+        total: done - t0,
+        upload: done - first,
+        rss_before,
+        rss_after,
+        identical: digest(&got.bytes) == digest(&log),
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench` (and any filter); there is one benchmark.
     let bin = std::env::var_os("CCTELEGRAM_BIN")
@@ -1582,6 +1652,30 @@ fn main() {
     );
     println!();
 
+    let up = upload_bench(&bin, &tg);
+    println!(
+        "upload: one {UPLOAD_MIB} MiB log as an attachment (sendDocument, streamed multipart)"
+    );
+    println!(
+        "  event file renamed in -> copy in state_dir -> upload received by the fake: {:.3} s",
+        up.total.as_secs_f64()
+    );
+    println!(
+        "  upload: first body byte -> whole body read {:.3} s = {:.0} MiB/s on loopback",
+        up.upload.as_secs_f64(),
+        UPLOAD_MIB as f64 / up.upload.as_secs_f64()
+    );
+    println!(
+        "  peak RSS (VmHWM) of a fresh daemon {} KiB before, {} KiB after = {:.2} MiB   \
+         target < {PEAK_RSS_MIB} MiB   {}",
+        up.rss_before,
+        up.rss_after,
+        up.rss_after as f64 / 1024.0,
+        verdict((up.rss_after as f64 / 1024.0) < PEAK_RSS_MIB)
+    );
+    println!("  bytes identical (SHA-256): {}", verdict(up.identical));
+    println!();
+
     let (mcp_rss, mcp_ticks) = mcp_idle(&bin, &dir);
     let mcp_rss_mib = mcp_rss as f64 / 1024.0;
     let mcp_cpu_per_min = mcp_ticks as f64 / hz * 60.0 / IDLE_WINDOW.as_secs_f64();
@@ -1688,6 +1782,18 @@ fn main() {
         &format!("Signed webhook deliveries during the {BURST_EVENTS}-event burst"),
         format!("{burst_hooks:.0}/s (sends: {:.0}/s)", b1.rate()),
         "- (bounded by the sends)",
+        "-",
+    );
+    row(
+        &format!("Peak RSS while uploading a {UPLOAD_MIB} MiB file (VmHWM)"),
+        format!("{:.2} MiB", up.rss_after as f64 / 1024.0),
+        "< 8 MiB",
+        verdict((up.rss_after as f64 / 1024.0) < PEAK_RSS_MIB),
+    );
+    row(
+        "Upload throughput to the fake (loopback, multipart streamed from disk)",
+        format!("{:.0} MiB/s", UPLOAD_MIB as f64 / up.upload.as_secs_f64()),
+        "-",
         "-",
     );
     row(

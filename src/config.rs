@@ -48,6 +48,9 @@ pub struct Paths {
     pub events_dir: PathBuf,
     pub responses_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// Absolute directories events may attach files from, besides
+    /// `events_dir/files/`.
+    pub attachment_dirs: Vec<PathBuf>,
 }
 
 /// Sending rates. Telegram allows about one message a second to a chat,
@@ -58,6 +61,8 @@ pub struct Limits {
     pub per_group_per_minute: f64,
     pub global_per_second: f64,
     pub max_event_bytes: u64,
+    /// The largest attachment sent (Telegram's 50 MB for bots).
+    pub max_attachment_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -175,7 +180,15 @@ const KNOWN: &[(&str, &[&str])] = &[
             "parse_mode",
         ],
     ),
-    ("paths", &["events_dir", "responses_dir", "state_dir"]),
+    (
+        "paths",
+        &[
+            "events_dir",
+            "responses_dir",
+            "state_dir",
+            "attachment_dirs",
+        ],
+    ),
     (
         "limits",
         &[
@@ -183,6 +196,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "per_group_per_minute",
             "global_per_second",
             "max_event_bytes",
+            "max_attachment_bytes",
         ],
     ),
     (
@@ -236,12 +250,14 @@ impl Default for Config {
                 events_dir: "~/.cc_telegram/events".into(),
                 responses_dir: "~/.cc_telegram/responses".into(),
                 state_dir: "~/.cc_telegram/state".into(),
+                attachment_dirs: Vec::new(),
             },
             limits: Limits {
                 per_chat_per_second: 1.0,
                 per_group_per_minute: 20.0,
                 global_per_second: 30.0,
                 max_event_bytes: 1_048_576,
+                max_attachment_bytes: 52_428_800,
             },
             webhook: Webhook {
                 enabled: true,
@@ -550,12 +566,25 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
     p.path("events_dir", &mut c.paths.events_dir)?;
     p.path("responses_dir", &mut c.paths.responses_dir)?;
     p.path("state_dir", &mut c.paths.state_dir)?;
+    if let Some(list) = p.list("attachment_dirs")? {
+        c.paths.attachment_dirs = list
+            .iter()
+            .map(|v| match v.as_str() {
+                Some(s) if !s.is_empty() => Ok(PathBuf::from(s)),
+                _ => Err(Error::config(
+                    p.key("attachment_dirs"),
+                    format!("expected directory paths, found {v}"),
+                )),
+            })
+            .collect::<Result<_>>()?;
+    }
 
     let l = table(&root, "limits")?;
     l.positive("per_chat_per_second", &mut c.limits.per_chat_per_second)?;
     l.positive("per_group_per_minute", &mut c.limits.per_group_per_minute)?;
     l.positive("global_per_second", &mut c.limits.global_per_second)?;
     l.uint("max_event_bytes", &mut c.limits.max_event_bytes)?;
+    l.uint("max_attachment_bytes", &mut c.limits.max_attachment_bytes)?;
 
     let w = table(&root, "webhook")?;
     w.boolean("enabled", &mut c.webhook.enabled)?;
@@ -824,7 +853,7 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
     let l = &c.limits;
     let w = &c.webhook;
     let h = &c.health;
-    let whole: [(&str, u64, u64, u64); 10] = [
+    let whole: [(&str, u64, u64, u64); 11] = [
         (
             "notifications.progress_min_edit_seconds",
             c.notifications.progress_min_edit_seconds,
@@ -838,6 +867,12 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
             50,
         ),
         ("limits.max_event_bytes", l.max_event_bytes, 1, 64 << 20),
+        (
+            "limits.max_attachment_bytes",
+            l.max_attachment_bytes,
+            1,
+            2 << 30,
+        ),
         ("webhook.timeout_seconds", w.timeout_seconds, 1, 600),
         ("webhook.max_in_flight", w.max_in_flight, 1, 256),
         ("webhook.retry.max_attempts", w.retry.max_attempts, 0, 100),
@@ -991,6 +1026,15 @@ pub fn load(
     ] {
         *p = expand(p, home.as_deref());
     }
+    for d in &mut c.paths.attachment_dirs {
+        *d = expand(d, home.as_deref());
+        if !d.is_absolute() {
+            return Err(Error::config(
+                "paths.attachment_dirs",
+                format!("{} is not an absolute path", d.display()),
+            ));
+        }
+    }
     validate(&c, run_daemon)?;
     let mut warnings = warnings;
     if c.webhook.enabled {
@@ -1125,11 +1169,19 @@ impl Config {
             "state_dir = {}",
             toml_str(&p.state_dir.display().to_string())
         );
+        let dirs: Vec<String> = p
+            .attachment_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        let dirs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+        let _ = writeln!(s, "attachment_dirs = {}", list(&dirs, true));
         let _ = writeln!(s, "\n[limits]");
         let _ = writeln!(s, "per_chat_per_second = {:?}", l.per_chat_per_second);
         let _ = writeln!(s, "per_group_per_minute = {:?}", l.per_group_per_minute);
         let _ = writeln!(s, "global_per_second = {:?}", l.global_per_second);
         let _ = writeln!(s, "max_event_bytes = {}", l.max_event_bytes);
+        let _ = writeln!(s, "max_attachment_bytes = {}", l.max_attachment_bytes);
         let _ = writeln!(s, "\n[webhook]");
         let _ = writeln!(s, "enabled = {}", w.enabled);
         if w.secrets.is_empty() {

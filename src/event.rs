@@ -317,6 +317,13 @@ pub enum Invalid {
         limit: usize,
     },
     Unreadable(String),
+    /// An entry of `data.attachments` that cannot be sent (see `attach`):
+    /// its position from 1, the path as written, and what is wrong.
+    Attachment {
+        number: usize,
+        path: String,
+        problem: String,
+    },
 }
 
 impl std::fmt::Display for Invalid {
@@ -361,6 +368,11 @@ impl std::fmt::Display for Invalid {
                 "the field \"{field}\" is longer than {limit} characters; shorten it"
             ),
             Invalid::Unreadable(why) => write!(f, "the file could not be read: {why}"),
+            Invalid::Attachment {
+                number,
+                path,
+                problem,
+            } => write!(f, "attachment {number} ({path:?}) {problem}"),
         }
     }
 }
@@ -531,6 +543,11 @@ fn check_timeout(data: &Map<String, Value>) -> Result<(), Invalid> {
 impl Event {
     pub fn is_approval(&self) -> bool {
         self.kind == "approval_request"
+    }
+
+    /// `data.expects_reply: true`: the message asks for a typed answer.
+    pub fn expects_reply(&self) -> bool {
+        self.data.get("expects_reply") == Some(&Value::Bool(true))
     }
 
     /// The approval buttons: `data.options`, else `data.response_options`,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::approvals::Approvals;
+use crate::attach;
 use crate::clock;
 use crate::error::Result;
 use crate::event::{self, Event, Invalid};
@@ -190,6 +191,8 @@ impl Ingest {
         let now = clock::now_ms();
         let now_iso = clock::iso8601(now);
         let mut accepted: Vec<(PathBuf, Event)> = Vec::new();
+        // The attachments of each accepted event, in the same order.
+        let mut files: Vec<attach::Taken> = Vec::new();
         let mut done: Vec<PathBuf> = Vec::new();
         let mut look_again = None;
         for (name, how) in one_sighting_each(names) {
@@ -225,7 +228,27 @@ impl Ingest {
                         Stats::bump(&self.stats.events_duplicate);
                         done.push(path);
                     } else {
-                        accepted.push((path, ev));
+                        match self.take_files(&ev, &cfg) {
+                            Ok(Ok(taken)) => {
+                                accepted.push((path, ev));
+                                files.push(taken);
+                            }
+                            Ok(Err(why)) => {
+                                if !self.refuse(&path, &why) {
+                                    look_again = Some(WRITER_GRACE);
+                                }
+                            }
+                            Err(e) => {
+                                // The state directory cannot take the copies
+                                // (a full disk): the event file stays.
+                                self.stats.state_error();
+                                log::error!(
+                                    "{}: cannot copy its attachments into the state directory, tried again: {e}",
+                                    name.to_string_lossy()
+                                );
+                                look_again = Some(WRITER_GRACE);
+                            }
+                        }
                     }
                 }
             }
@@ -233,13 +256,17 @@ impl Ingest {
         if !accepted.is_empty() {
             let items: Vec<Item> = accepted
                 .iter()
-                .flat_map(|(_, ev)| {
+                .zip(&files)
+                .flat_map(|((_, ev), taken)| {
                     // Routes are read per batch, so SIGHUP applies to what
                     // is accepted next.
                     let chats = cfg.chats_for(&ev.kind, &ev.source);
-                    chats.into_iter().map(move |chat| (ev, chat))
+                    let all = chats.clone();
+                    chats
+                        .into_iter()
+                        .map(move |chat| (ev, taken, chat, all.clone()))
                 })
-                .map(|(ev, chat)| Item {
+                .map(|(ev, taken, chat, chats)| Item {
                     seq: self.seq.fetch_add(1, Ordering::Relaxed),
                     chat,
                     event: ev.clone(),
@@ -251,6 +278,12 @@ impl Ingest {
                     last_error: None,
                     pending_notified: false,
                     accepted_ms: now,
+                    files: taken.stored.clone(),
+                    fanout: if taken.stored.is_empty() {
+                        Vec::new()
+                    } else {
+                        chats
+                    },
                 })
                 .collect();
             // A lone event goes to the sender at once, while it is made
@@ -290,7 +323,10 @@ impl Ingest {
             }
             done.extend(accepted.into_iter().map(|(p, _)| p));
         }
-        for path in done {
+        // The writer's attachment files in events_dir/files/ go with the
+        // event file: the copies in state_dir are what is sent.
+        let sources = files.into_iter().flat_map(|t| t.sources);
+        for path in done.into_iter().chain(sources) {
             if let Err(e) = fs::remove_file(&path) {
                 if e.kind() != io::ErrorKind::NotFound {
                     log::warn!("{}: accepted but could not be removed: {e}", path.display());
@@ -298,6 +334,20 @@ impl Ingest {
             }
         }
         Ok(Accepted { look_again })
+    }
+
+    /// Checks and copies `ev`'s attachments (see [`attach::take`]).
+    fn take_files(
+        &self,
+        ev: &Event,
+        cfg: &crate::config::Config,
+    ) -> Result<std::result::Result<attach::Taken, Invalid>> {
+        let place = attach::Place {
+            events_dir: &self.events_dir,
+            allowed: &cfg.paths.attachment_dirs,
+            max_bytes: cfg.limits.max_attachment_bytes,
+        };
+        attach::take(ev, &place, &self.spool.root)
     }
 
     /// Makes a batch durable: button files, queue files, their

@@ -13,6 +13,7 @@
 //! - no Telegram features beyond notifications, buttons and replies.
 
 pub mod approvals;
+pub mod attach;
 pub mod clock;
 pub mod config;
 pub mod daemon;

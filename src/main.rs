@@ -15,6 +15,7 @@ Usage:
   cctelegram run [--config PATH]            the daemon, in the foreground
   cctelegram send --type T --title S [--description S] [--task-id ID]
                   [--data JSON] [--option LABEL]... [--priority P] [--silent]
+                  [--attach FILE]... [--expects-reply]
                   [--events-dir DIR] [--config PATH]
                                             write one event file, print its id
   cctelegram init [--config PATH] [--token TOKEN] [--force]
@@ -92,6 +93,11 @@ cctelegram send: write one event file atomically into the events directory
   --priority P      low (never rings), normal, high, urgent (rings even in
                     quiet hours, during /mute and through /pause)
   --silent          deliver without sound
+  --attach FILE     send FILE with the event (photos as photos, others as
+                    documents); copied into events_dir/files/ first, so FILE
+                    may be removed at once; repeat for each
+  --expects-reply   open the reply field on the phone; the answer's response
+                    file carries this event's id
   --events-dir DIR  where to write (default: the configured events_dir)
 
 Prints the new event's id. Example:
@@ -115,6 +121,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--task-id",
     "--data",
     "--option",
+    "--attach",
     "--events-dir",
     "--priority",
     "--secret",
@@ -255,10 +262,11 @@ fn send(args: &Args) -> Result<()> {
             "--task-id",
             "--data",
             "--option",
+            "--attach",
             "--events-dir",
             "--priority",
         ],
-        &["--silent"],
+        &["--silent", "--expects-reply"],
         false,
     )?;
     let kind = args.need("--type")?;
@@ -290,7 +298,33 @@ fn send(args: &Args) -> Result<()> {
         Some(d) => PathBuf::from(d),
         None => load_config(args, false)?.0.paths.events_dir,
     };
-    let (id, _) = event::submit(
+    if args.switches.iter().any(|s| s == "--expects-reply") {
+        data.insert("expects_reply".into(), true.into());
+    }
+    let attach = args.all("--attach");
+    let mut staged: Vec<String> = Vec::new();
+    if !attach.is_empty() {
+        let mut list: Vec<serde_json::Value> = match data.remove("attachments") {
+            Some(serde_json::Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        for f in attach {
+            match cctelegram::attach::stage(&dir, std::path::Path::new(f)) {
+                Ok(name) => {
+                    list.push(name.clone().into());
+                    staged.push(name);
+                }
+                Err(e) => {
+                    for name in &staged {
+                        let _ = std::fs::remove_file(dir.join("files").join(name));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        data.insert("attachments".into(), list.into());
+    }
+    let submitted = event::submit(
         &dir,
         event::Draft {
             kind: kind.into(),
@@ -301,7 +335,13 @@ fn send(args: &Args) -> Result<()> {
             data,
             ..Default::default()
         },
-    )?;
+    );
+    let (id, _) = submitted.inspect_err(|_| {
+        // No event names them: they would never be sent nor removed.
+        for name in &staged {
+            let _ = std::fs::remove_file(dir.join("files").join(name));
+        }
+    })?;
     println!("{id}");
     Ok(())
 }

@@ -70,6 +70,13 @@ pub struct Item {
     /// A `pending` event_processed webhook has gone out for this send.
     #[serde(default)]
     pub pending_notified: bool,
+    /// The event's attachments, copied into `state_dir/files/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::attach::Stored>,
+    /// Every chat the event was queued for: its copies go when none of
+    /// them has an entry left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fanout: Vec<String>,
 }
 
 impl Item {
@@ -407,6 +414,8 @@ mod tests {
             last_error: None,
             pending_notified: false,
             accepted_ms: 0,
+            files: Vec::new(),
+            fanout: Vec::new(),
         }
     }
 

@@ -39,6 +39,12 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(
 /// [`write_atomic`] without the directory fsync, for batches that sync the
 /// directory once at the end.
 pub fn write_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+    write_from(dir, name, &mut &bytes[..], mode).map(|_| ())
+}
+
+/// [`write_file`] from a reader, streamed (memory stays flat whatever its
+/// size); returns the bytes written. Without the directory fsync.
+pub fn write_from(dir: &Path, name: &str, src: &mut dyn io::Read, mode: u32) -> Result<u64> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let dst = dir.join(name);
     let res = (|| {
@@ -48,9 +54,10 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()>
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(bytes)?;
+        let n = io::copy(src, &mut f)?;
         f.sync_data()?;
-        fs::rename(&tmp, &dst)
+        fs::rename(&tmp, &dst)?;
+        Ok(n)
     })();
     res.map_err(|e| {
         let _ = fs::remove_file(&tmp);

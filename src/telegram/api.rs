@@ -48,7 +48,7 @@ impl Api {
     pub fn call(&self, method: &str, params: &Value, timeout: Duration) -> Result<Value> {
         let url = format!("{}/bot{}/{method}", self.base, self.token);
         let body = serde_json::to_vec(params).unwrap_or_default();
-        let mut resp = self
+        let resp = self
             .agent
             .post(&url)
             .config()
@@ -57,6 +57,12 @@ impl Api {
             .header("content-type", "application/json")
             .send(&body[..])
             .map_err(|e| self.transport(e))?;
+        self.answer(method, resp)
+    }
+
+    /// Reads the Bot API's envelope: the `result` on `ok: true`, else the
+    /// error with Telegram's code, description and `retry_after`.
+    fn answer(&self, method: &str, mut resp: ureq::http::Response<ureq::Body>) -> Result<Value> {
         let status = resp.status().as_u16();
         let bytes = resp
             .body_mut()
@@ -92,9 +98,81 @@ impl Api {
         })
     }
 
+    /// Calls `method` with a `multipart/form-data` body streamed from
+    /// `body` (see `upload`): `len` bytes, known up front, so the request
+    /// has a Content-Length and memory does not grow with the files.
+    pub fn call_form(
+        &self,
+        method: &str,
+        content_type: &str,
+        len: u64,
+        body: impl std::io::Read + Send + 'static,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let url = format!("{}/bot{}/{method}", self.base, self.token);
+        let resp = self
+            .agent
+            .post(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("content-type", content_type)
+            .header("content-length", len.to_string())
+            .send(ureq::SendBody::from_owned_reader(body))
+            .map_err(|e| self.transport(e))?;
+        self.answer(method, resp)
+    }
+
+    /// Streams the file Telegram keeps at `file_path` (from `getFile`) into
+    /// `sink`, refusing more than `max` bytes. Its URL holds the token: it
+    /// is never logged, and errors are redacted.
+    pub fn fetch_file(
+        &self,
+        file_path: &str,
+        max: u64,
+        timeout: Duration,
+        sink: impl FnOnce(&mut dyn std::io::Read) -> Result<u64>,
+    ) -> Result<u64> {
+        let url = format!("{}/file/bot{}/{file_path}", self.base, self.token);
+        let mut resp = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .map_err(|e| self.transport(e))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(Error::Telegram {
+                status,
+                description: "the file download was refused".into(),
+                retry_after: None,
+            });
+        }
+        // A bound the caller can see (more than `max` read means too big),
+        // not ureq's limit, whose error would look like a network failure.
+        let mut reader = std::io::Read::take(resp.body_mut().as_reader(), max);
+        sink(&mut reader).map_err(|e| match e {
+            Error::Io { path, source } if source.kind() == std::io::ErrorKind::Other => Error::Io {
+                path,
+                source: std::io::Error::other(redact(&source.to_string(), &self.token)),
+            },
+            e => e,
+        })
+    }
+
     /// Sends one message part; returns Telegram's `message_id`. `silent`
-    /// delivers it without sound.
-    pub fn send_message(&self, chat: &str, part: &Part, silent: bool) -> Result<i64> {
+    /// delivers it without sound; `force_reply` opens the reply field
+    /// (`expects_reply`) when the part has no buttons.
+    pub fn send_message(
+        &self,
+        chat: &str,
+        part: &Part,
+        silent: bool,
+        force_reply: bool,
+    ) -> Result<i64> {
         let mut params = json!({
             "chat_id": chat_param(chat),
             "text": part.text,
@@ -111,6 +189,8 @@ impl Api {
         }
         if let Some(markup) = part.reply_markup() {
             params["reply_markup"] = markup;
+        } else if force_reply {
+            params["reply_markup"] = json!({"force_reply": true});
         }
         let result = self.call("sendMessage", &params, Duration::from_secs(30))?;
         result["message_id"]

@@ -74,6 +74,7 @@ mod tests {
             per_group_per_minute: 20.0,
             global_per_second: 30.0,
             max_event_bytes: 1,
+            max_attachment_bytes: 1,
         }
     }
 

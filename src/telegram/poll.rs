@@ -460,6 +460,9 @@ impl Poller {
             return Ok(());
         }
         let Some(text) = m.text.as_deref() else {
+            if let Some(f) = &m.file {
+                return self.file_message(m, f).await; // see download.rs
+            }
             self.reply(chat, "Only text messages are recorded.").await;
             return Ok(());
         };
@@ -650,9 +653,9 @@ impl Poller {
             };
             let (api, to) = (self.api.clone(), chat.to_string());
             let sent = smol::unblock(move || {
-                api.send_message(&to, &styled, false).or_else(|e| {
+                api.send_message(&to, &styled, false, false).or_else(|e| {
                     if e.is_bad_entities() {
-                        api.send_message(&to, &plain, false)
+                        api.send_message(&to, &plain, false, false)
                     } else {
                         Err(e)
                     }

@@ -247,11 +247,11 @@ impl Sender {
                     log::info!(
                         "progress message {mid} in chat {to} is gone ({e}); sending a new one"
                     );
-                    api.send_message(&to, &part, silent)
+                    api.send_message(&to, &part, silent, false)
                 }
                 Err(e) => Err(e),
             },
-            None => api.send_message(&to, &part, silent),
+            None => api.send_message(&to, &part, silent, false),
         })
         .await;
         self.stats.telegram_request.observe(started.elapsed());

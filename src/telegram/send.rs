@@ -21,6 +21,7 @@ use smol::channel::Receiver;
 use smol::future::FutureExt as _;
 
 use crate::approvals::{Approval, Approvals};
+use crate::attach;
 use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
@@ -34,7 +35,7 @@ use crate::telegram::api::Api;
 use crate::telegram::pace::Pacer;
 use crate::telegram::poll::{decision_note, show_outcome};
 use crate::telegram::progress::{self, Progress};
-use crate::telegram::render;
+use crate::telegram::upload;
 use crate::tz::Zone;
 use crate::webhook::deliver::Outbox;
 use crate::webhook::payload::{self, Status};
@@ -169,6 +170,13 @@ impl Sender {
         };
         s.zone = zone_of(&s.live);
         let pending = s.spool.pending()?;
+        // Copies of events that never reached the queue (refused or gone
+        // after their files were copied); an hour spares ingest's new ones.
+        let referenced = pending
+            .iter()
+            .flat_map(|(_, i)| i.files.iter().map(|f| f.file.clone()))
+            .collect();
+        attach::prune(&s.spool.root, &referenced, 3600 * 1000);
         s.add(
             pending
                 .into_iter()
@@ -179,8 +187,20 @@ impl Sender {
 
     fn add(&mut self, items: impl IntoIterator<Item = Queued>) {
         for q in items {
-            // Already known (accepted again after a crash): keep one.
+            // Already known (accepted again after a crash): keep one. If the
+            // one kept was handed over early and its queue file could not be
+            // written, this acceptance is the one on disk: it counts, or the
+            // early copy's failure would drop the event until a restart.
             if !self.known.insert(q.name.clone()) {
+                if let Some(p) = self
+                    .chats
+                    .get_mut(&q.chat)
+                    .and_then(|l| l.iter_mut().find(|p| p.name == q.name))
+                {
+                    if p.early.is_some() {
+                        p.early = q.early;
+                    }
+                }
                 continue;
             }
             let list = self.chats.entry(q.chat).or_default();
@@ -456,22 +476,25 @@ impl Sender {
         } else {
             self.mode
         };
-        let parts = render::render(&item.event, mode);
-        let Some(part) = parts.get(item.parts_sent).cloned() else {
+        // Text parts, then attachments (see upload.rs): one call a step.
+        let steps = upload::plan(&item, mode);
+        let Some(step) = steps.get(item.parts_sent).cloned() else {
             self.finish(chat, &name, item).await;
             return;
         };
         self.pacer.sent(chat, Instant::now());
         let api = self.api.clone();
         let to = chat.to_string();
+        let files = attach::dir(&self.spool.root);
         let started = Instant::now();
         let now_ms = clock::now_ms();
         let silent = notify::silent(&item.event, &self.quiet(now_ms), now_ms);
-        let result = smol::unblock(move || api.send_message(&to, &part, silent)).await;
+        let result = smol::unblock(move || step.send(&api, &to, &files, silent)).await;
         self.stats.telegram_request.observe(started.elapsed());
         if let Some((_, durable)) = early {
             // Nothing about this entry may be recorded before it exists.
-            if !durable.wait().await {
+            // It may have been accepted again, and written, since.
+            if !durable.wait().await && !matches!(self.spool.get(&name), Ok(Some(_))) {
                 log::warn!(
                     "event {} could not be queued on disk; its file stays in the events directory to be accepted again",
                     item.event.event_id
@@ -481,17 +504,18 @@ impl Sender {
             }
         }
         match result {
-            Ok(message_id) => {
-                let part = (item.parts_sent, message_id);
+            Ok(ids) => {
+                // An album is one step with a message per photo.
+                let part: Vec<(usize, i64)> = ids.iter().map(|&id| (item.parts_sent, id)).collect();
                 item.parts_sent += 1;
-                item.message_ids.push(message_id);
+                item.message_ids.extend(&ids);
                 Stats::bump(&self.stats.messages_sent);
                 // Telegram's answer goes to disk before anything else.
-                if let Err(e) = self.record(chat, &item, &[part]) {
-                    self.stall(chat, Some(item), vec![part], &e);
+                if let Err(e) = self.record(chat, &item, &part) {
+                    self.stall(chat, Some(item), part, &e);
                     return;
                 }
-                if item.parts_sent >= parts.len() {
+                if item.parts_sent >= steps.len() {
                     self.finish(chat, &name, item).await;
                 } else {
                     // The sent log already has it; this only saves a
@@ -585,6 +609,7 @@ impl Sender {
                     self.stall(chat, Some(item), Vec::new(), &e);
                     return;
                 }
+                self.release_files(&item);
                 Stats::bump(&self.stats.send_failures);
                 self.note(chat, &item, "failed", Some(e.to_string()));
                 self.pop(chat);
@@ -600,7 +625,7 @@ impl Sender {
     /// Queues an `event_processed` webhook for `item` in `chat`; false if
     /// it could not be written (the caller retries the hand-off).
     fn notify(&self, chat: &str, item: &Item, status: Status, error: Option<&str>) -> bool {
-        let payload = payload::event_processed(
+        let mut payload = payload::event_processed(
             &item.event,
             chat,
             status,
@@ -609,6 +634,7 @@ impl Sender {
             clock::now_ms(),
             &self.outbox.info(),
         );
+        upload::describe(&mut payload, &item.files);
         let source = processed_source(&item.event.event_id, chat, status);
         match self.outbox.enqueue("event_processed", &source, &payload) {
             Ok(()) => true,
@@ -680,7 +706,7 @@ impl Sender {
                 }
             }
         }
-        let payload = payload::event_processed(
+        let mut payload = payload::event_processed(
             &item.event,
             chat,
             Status::Delivered,
@@ -689,13 +715,30 @@ impl Sender {
             now,
             &self.outbox.info(),
         );
+        upload::describe(&mut payload, &item.files);
         let source = processed_source(&item.event.event_id, chat, Status::Delivered);
         self.outbox.enqueue("event_processed", &source, &payload)?;
         if progress::is_terminal(&item.event) {
             self.progress.remove(chat, &item.event.task_id)?;
         }
         self.spool.remove(name)?;
+        self.release_files(item);
         Ok(decided)
+    }
+
+    /// Removes an event's attachment copies once no chat has it queued.
+    fn release_files(&self, item: &Item) {
+        if item.files.is_empty() {
+            return;
+        }
+        let id = &item.event.event_id;
+        let queued = item
+            .fanout
+            .iter()
+            .any(|c| self.spool.queue.exists(&crate::spool::file_name(id, c)));
+        if !queued {
+            attach::remove(&self.spool.root, &item.files);
+        }
     }
 }
 

@@ -52,6 +52,21 @@ pub struct Message {
     pub thread_id: Option<i64>,
     pub has_document: bool,
     pub has_photo: bool,
+    /// The document, or the largest size of the photo, when there is one.
+    pub file: Option<File>,
+    /// The caption of a photo or document.
+    pub caption: Option<String>,
+}
+
+/// A file a user sent: enough to fetch it with `getFile`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub file_id: String,
+    /// Documents only: the name it had on the sender's device.
+    pub file_name: Option<String>,
+    pub mime_type: Option<String>,
+    pub file_size: Option<i64>,
+    pub photo: bool,
 }
 
 /// One update, as far as cctelegram cares.
@@ -268,6 +283,25 @@ fn message(cx: &Ctx, update_id: i64, m: &Value) -> Result<Message, Malformed> {
         }
     };
     let present = |field: &str| m.get(field).is_some_and(|v| !v.is_null());
+    let file = match (m.get("document").filter(|v| !v.is_null()), m.get("photo")) {
+        (Some(d), _) => Some(file_of(
+            cx,
+            cx.object(d, "message.document")?,
+            "message.document",
+            false,
+        )?),
+        (None, Some(Value::Array(sizes))) => match sizes.last() {
+            // Telegram lists the sizes smallest first.
+            Some(p) => Some(file_of(
+                cx,
+                cx.object(p, "message.photo[]")?,
+                "message.photo[]",
+                true,
+            )?),
+            None => None,
+        },
+        _ => None,
+    };
     Ok(Message {
         update_id,
         message_id: cx.opt_int(m, at, "message_id")?,
@@ -279,6 +313,26 @@ fn message(cx: &Ctx, update_id: i64, m: &Value) -> Result<Message, Malformed> {
         thread_id: cx.opt_int(m, at, "message_thread_id")?,
         has_document: present("document"),
         has_photo: present("photo"),
+        file,
+        caption: cx.opt_str(m, at, "caption")?,
+    })
+}
+
+fn file_of(cx: &Ctx, f: &Value, at: &str, photo: bool) -> Result<File, Malformed> {
+    let file_id = cx
+        .opt_str(f, at, "file_id")?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| cx.bad(format!("{at}.file_id is missing")))?;
+    Ok(File {
+        file_id,
+        file_name: cx.opt_str(f, at, "file_name")?,
+        mime_type: if photo {
+            Some("image/jpeg".into())
+        } else {
+            cx.opt_str(f, at, "mime_type")?
+        },
+        file_size: cx.opt_int(f, at, "file_size")?,
+        photo,
     })
 }
 
@@ -356,6 +410,22 @@ mod tests {
         };
         assert_eq!(m.text, None);
         assert!(m.has_document && m.has_photo);
+        assert_eq!(m.caption.as_deref(), Some("look"));
+        // The document wins; a photo alone gives its largest size.
+        assert_eq!(
+            m.file.map(|f| (f.file_id, f.photo)),
+            Some(("y".into(), false))
+        );
+        let u = json!({"update_id": 2, "message": {"message_id": 1, "from": user(),
+            "chat": {"id": 42}, "photo": [{"file_id": "small"}, {"file_id": "big", "file_size": 9}]}});
+        let Ok(Update::Message(m)) = parse(&u) else {
+            panic!("not a message");
+        };
+        let f = m.file.expect("a file");
+        assert_eq!(
+            (f.file_id.as_str(), f.photo, f.file_size),
+            ("big", true, Some(9))
+        );
     }
 
     #[test]

@@ -74,19 +74,38 @@ impl Response {
 
 pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 
+/// Body reading speed, for tests that need an upload in flight: while
+/// `bytes_per_sec` is non-zero, Content-Length bodies are read at about
+/// that rate; `read` counts body bytes read so far (all requests).
+#[derive(Default)]
+pub struct Pace {
+    pub bytes_per_sec: std::sync::atomic::AtomicU64,
+    pub read: std::sync::atomic::AtomicU64,
+}
+
 /// Accepts connections until `stop` is set, one thread per connection.
 /// Blocks the calling thread. The listener is polled (non-blocking) so a
 /// stop is noticed within a few milliseconds.
 pub fn serve(listener: TcpListener, handler: Handler, stop: Arc<AtomicBool>) {
+    serve_paced(listener, handler, stop, Arc::new(Pace::default()))
+}
+
+/// [`serve`], reading bodies at `pace`.
+pub fn serve_paced(
+    listener: TcpListener,
+    handler: Handler,
+    stop: Arc<AtomicBool>,
+    pace: Arc<Pace>,
+) {
     listener
         .set_nonblocking(true)
         .expect("non-blocking listener");
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
-                let (handler, stop) = (handler.clone(), stop.clone());
+                let (handler, stop, pace) = (handler.clone(), stop.clone(), pace.clone());
                 thread::spawn(move || {
-                    let _ = connection(stream, &handler, &stop);
+                    let _ = connection(stream, &handler, &stop, &pace);
                 });
             }
             Err(_) => thread::sleep(Duration::from_millis(5)),
@@ -103,11 +122,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(handler: Handler) -> Server {
+        Server::start_paced(handler, Arc::new(Pace::default()))
+    }
+
+    /// A server whose body reading follows `pace`.
+    pub fn start_paced(handler: Handler, pace: Arc<Pace>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = thread::spawn(move || serve(listener, handler, flag));
+        let thread = thread::spawn(move || serve_paced(listener, handler, flag, pace));
         Server {
             addr,
             stop,
@@ -134,7 +158,12 @@ impl Drop for Server {
     }
 }
 
-fn connection(stream: TcpStream, handler: &Handler, stop: &AtomicBool) -> io::Result<()> {
+fn connection(
+    stream: TcpStream,
+    handler: &Handler,
+    stop: &AtomicBool,
+    pace: &Pace,
+) -> io::Result<()> {
     stream.set_nonblocking(false)?; // accepted sockets may inherit it on some OSes
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(&stream);
@@ -154,7 +183,7 @@ fn connection(stream: TcpStream, handler: &Handler, stop: &AtomicBool) -> io::Re
             }
         }
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
-        let (request, keep_alive) = match read_request(&mut reader) {
+        let (request, keep_alive) = match read_request(&mut reader, pace) {
             Ok(r) => r,
             Err(e) => {
                 let resp = Response::new(400, "text/plain", format!("bad request: {e}"));
@@ -195,7 +224,7 @@ fn read_line(r: &mut impl BufRead) -> io::Result<String> {
 }
 
 /// Reads one request; also says whether the connection may be kept alive.
-fn read_request(r: &mut BufReader<&TcpStream>) -> io::Result<(Request, bool)> {
+fn read_request(r: &mut BufReader<&TcpStream>, pace: &Pace) -> io::Result<(Request, bool)> {
     let line = read_line(r)?;
     let parts: Vec<&str> = line.split(' ').collect();
     let [method, target, version] = parts[..] else {
@@ -265,7 +294,22 @@ fn read_request(r: &mut BufReader<&TcpStream>) -> io::Result<(Request, bool)> {
             return Err(invalid("body too large"));
         }
         req.body.resize(len, 0);
-        r.read_exact(&mut req.body)?;
+        let mut at = 0;
+        while at < len {
+            let rate = pace.bytes_per_sec.load(Ordering::SeqCst);
+            let step = if rate > 0 {
+                (rate as usize / 20).max(1)
+            } else {
+                1 << 20
+            };
+            let end = (at + step).min(len);
+            r.read_exact(&mut req.body[at..end])?;
+            pace.read.fetch_add((end - at) as u64, Ordering::SeqCst);
+            at = end;
+            if rate > 0 {
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
     Ok((req, keep_alive))
 }

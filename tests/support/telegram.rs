@@ -25,7 +25,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Methods the fake knows, spelled like Telegram (which matches them case-insensitively).
 const METHODS: &str = "getMe deleteWebhook setMyCommands sendMessage getUpdates \
-    answerCallbackQuery editMessageText editMessageReplyMarkup";
+    answerCallbackQuery editMessageText editMessageReplyMarkup sendPhoto sendDocument \
+    sendMediaGroup getFile";
+/// Telegram's upload limits for bots: photos, other files; and downloads.
+const PHOTO_MAX: usize = 10 << 20;
+const DOCUMENT_MAX: usize = 50 << 20;
+const DOWNLOAD_MAX: usize = 20 << 20;
 const CONFLICT: &str = "Conflict: terminated by other getUpdates request; \
     make sure that only one bot instance is running";
 /// Callback query ids start here so they cannot be mistaken for message ids.
@@ -53,6 +58,29 @@ pub struct Sent {
     pub thread_id: Option<i64>,
     /// Sent with `disable_notification`: arrives without sound.
     pub silent: bool,
+}
+
+/// A file part of a multipart request.
+#[derive(Debug, Clone)]
+pub struct FilePart {
+    pub field: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub bytes: Arc<Vec<u8>>,
+}
+
+/// A file the bot sent (sendPhoto, sendDocument, one photo of sendMediaGroup).
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub method: String,
+    pub chat_id: String,
+    pub message_id: i64,
+    pub file_name: String,
+    pub bytes: Arc<Vec<u8>>,
+    /// Visible caption (markup resolved).
+    pub caption: Option<String>,
+    pub media_group_id: Option<String>,
+    pub reply_markup: Option<Value>,
 }
 
 /// One request to a method, recorded on arrival. `status` stays 0 while it
@@ -93,6 +121,13 @@ fn bad(what: &str) -> ApiErr {
 pub struct State {
     /// Accepted sendMessage calls, in order, as sent.
     pub messages: Vec<Sent>,
+    /// Files the bot sent, in order.
+    pub uploads: Vec<Upload>,
+    /// Files users sent, by file_id: (file_path, bytes).
+    user_files: HashMap<String, (String, Arc<Vec<u8>>)>,
+    /// Requests for files under /file/bot<token>/, by file_path.
+    pub downloads: Vec<String>,
+    last_media_group: i64,
     /// Bot messages as they are now, after edits.
     pub current: HashMap<i64, Sent>,
     /// Every request, in arrival order.
@@ -237,6 +272,125 @@ impl State {
         Ok(self.message_json(&sent))
     }
 
+    /// sendPhoto and sendDocument (`field` "photo" or "document").
+    fn send_file(
+        &mut self,
+        p: &Value,
+        files: &[FilePart],
+        method: &str,
+        field: &str,
+    ) -> Result<Value, ApiErr> {
+        let chat_id = self.chat_param(p)?;
+        let reply_markup = markup(p)?;
+        let f = files
+            .iter()
+            .find(|f| f.field == field)
+            .ok_or_else(|| bad(&format!("there is no {field} in the request")))?;
+        let max = if field == "photo" {
+            PHOTO_MAX
+        } else {
+            DOCUMENT_MAX
+        };
+        if f.bytes.len() > max {
+            return Err(api_err(413, "Request Entity Too Large"));
+        }
+        let caption = caption(p)?;
+        let id = self.upload(&chat_id, method, f, caption, None, reply_markup);
+        let mut m = json!({"message_id": id, "chat": chat_json(&chat_id), "date": unix_now()});
+        m[field] = json!({"file_id": format!("sent{id}"), "file_size": f.bytes.len()});
+        Ok(m)
+    }
+
+    fn send_media_group(&mut self, p: &Value, files: &[FilePart]) -> Result<Value, ApiErr> {
+        let chat_id = self.chat_param(p)?;
+        let media = json_param(p, "media").map_err(|_| bad("can't parse media JSON"))?;
+        let media = media
+            .as_ref()
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("media is empty"))?;
+        if !(2..=10).contains(&media.len()) {
+            return Err(bad("wrong number of media items: must contain 2-10 items"));
+        }
+        let mut parts = Vec::new();
+        for m in media {
+            if m["type"] != "photo" {
+                return Err(bad("the fake only takes photo albums"));
+            }
+            let name = m["media"]
+                .as_str()
+                .and_then(|s| s.strip_prefix("attach://"));
+            let f = name
+                .and_then(|n| files.iter().find(|f| f.field == n))
+                .ok_or_else(|| bad("wrong file identifier/HTTP URL specified"))?;
+            if f.bytes.len() > PHOTO_MAX {
+                return Err(api_err(413, "Request Entity Too Large"));
+            }
+            parts.push((f.clone(), caption(m)?));
+        }
+        self.last_media_group += 1;
+        let group = format!("group{}", self.last_media_group);
+        let mut out = Vec::new();
+        for (f, c) in parts {
+            let id = self.upload(&chat_id, "sendMediaGroup", &f, c, Some(group.clone()), None);
+            out.push(
+                json!({"message_id": id, "chat": chat_json(&chat_id), "date": unix_now(),
+                "media_group_id": group, "photo": [{"file_id": format!("sent{id}")}]}),
+            );
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn upload(
+        &mut self,
+        chat_id: &str,
+        method: &str,
+        f: &FilePart,
+        caption: Option<String>,
+        media_group_id: Option<String>,
+        reply_markup: Option<Value>,
+    ) -> i64 {
+        self.last_message_id += 1;
+        let message_id = self.last_message_id;
+        let sent = Sent {
+            message_id,
+            chat_id: chat_id.to_string(),
+            text: caption.clone().unwrap_or_default(),
+            raw_text: String::new(),
+            parse_mode: None,
+            reply_markup: reply_markup.clone(),
+            at: Instant::now(),
+            date: unix_now(),
+            // Uploads are not checked for sound or topic (yet).
+            silent: false,
+            thread_id: None,
+        };
+        self.current.insert(message_id, sent);
+        self.uploads.push(Upload {
+            method: method.to_string(),
+            chat_id: chat_id.to_string(),
+            message_id,
+            file_name: f.file_name.clone(),
+            bytes: f.bytes.clone(),
+            caption,
+            media_group_id,
+            reply_markup,
+        });
+        message_id
+    }
+
+    fn get_file(&mut self, p: &Value) -> Result<Value, ApiErr> {
+        let id = str_param(p, "file_id").unwrap_or_default();
+        let (path, bytes) = self
+            .user_files
+            .get(&id)
+            .ok_or_else(|| bad("invalid file_id"))?;
+        if bytes.len() > DOWNLOAD_MAX {
+            return Err(bad("file is too big"));
+        }
+        Ok(json!({"file_id": id, "file_unique_id": format!("u{id}"),
+            "file_size": bytes.len(), "file_path": path}))
+    }
+
     /// editMessageText (`with_text`) and editMessageReplyMarkup.
     fn edit(&mut self, p: &Value, with_text: bool) -> Result<Value, ApiErr> {
         let chat = self.chat_param(p)?;
@@ -349,12 +503,34 @@ impl Shared {
 
     fn handle(&self, req: &Request) -> Response {
         let path = String::from_utf8_lossy(&http::percent_decode(&req.path, false)).into_owned();
+        if let Some((token, file_path)) = path
+            .strip_prefix("/file/bot")
+            .and_then(|p| p.split_once('/'))
+        {
+            let mut st = self.lock();
+            st.downloads.push(file_path.to_string());
+            let found = st.user_files.values().find(|(p, _)| p == file_path);
+            let body = found.map(|(_, b)| b.clone());
+            drop(st);
+            self.changed.notify_all();
+            return match body {
+                Some(b) if token_bot_id(token).is_some() => {
+                    Response::new(200, "application/octet-stream", b.as_ref().clone())
+                }
+                _ => Response::new(
+                    404,
+                    "application/json",
+                    r#"{"ok":false,"error_code":404,"description":"Not Found"}"#,
+                ),
+            };
+        }
         let Some((token, method)) = path.strip_prefix("/bot").and_then(|p| p.split_once('/'))
         else {
             return reply(Err(api_err(404, "Not Found")));
         };
         let method = canonical(method).unwrap_or(method);
         let params = parse_params(req);
+        let files = multipart_files(req);
 
         // Record on arrival, so that tests can see a long poll in flight.
         let mut st = self.lock();
@@ -387,7 +563,7 @@ impl Shared {
             return Response::abort();
         }
 
-        let outcome = params.and_then(|p| self.dispatch(token, method, &p, generation));
+        let outcome = params.and_then(|p| self.dispatch(token, method, &p, &files, generation));
         let mut st = self.lock();
         (st.calls[index].status, st.calls[index].description) = match &outcome {
             Ok(_) => (200, None),
@@ -400,7 +576,14 @@ impl Shared {
         reply(outcome)
     }
 
-    fn dispatch(&self, token: &str, method: &str, p: &Value, poll: u64) -> Result<Value, ApiErr> {
+    fn dispatch(
+        &self,
+        token: &str,
+        method: &str,
+        p: &Value,
+        files: &[FilePart],
+        poll: u64,
+    ) -> Result<Value, ApiErr> {
         let bot_id = token_bot_id(token).ok_or_else(|| api_err(401, "Unauthorized"))?;
         canonical(method).ok_or_else(|| api_err(404, "Not Found"))?;
         let mut st = self.lock();
@@ -420,6 +603,10 @@ impl Shared {
             "editMessageText" => st.edit(p, true),
             "editMessageReplyMarkup" => st.edit(p, false),
             "getUpdates" => self.get_updates(st, token, p, poll),
+            "sendPhoto" => st.send_file(p, files, method, "photo"),
+            "sendDocument" => st.send_file(p, files, method, "document"),
+            "sendMediaGroup" => st.send_media_group(p, files),
+            "getFile" => st.get_file(p),
             _ => unreachable!("{method} is in METHODS without a handler"),
         }
     }
@@ -463,6 +650,7 @@ impl Shared {
 pub struct FakeTelegram {
     shared: Arc<Shared>,
     server: http::Server,
+    pace: Arc<http::Pace>,
 }
 
 impl FakeTelegram {
@@ -474,8 +662,16 @@ impl FakeTelegram {
             changed: Condvar::new(),
         });
         let for_server = shared.clone();
-        let server = http::Server::start(Arc::new(move |req: &Request| for_server.handle(req)));
-        FakeTelegram { shared, server }
+        let pace = Arc::new(http::Pace::default());
+        let server = http::Server::start_paced(
+            Arc::new(move |req: &Request| for_server.handle(req)),
+            pace.clone(),
+        );
+        FakeTelegram {
+            shared,
+            server,
+            pace,
+        }
     }
 
     /// Like "http://127.0.0.1:PORT"; clients append "/bot<TOKEN>/<method>".
@@ -571,6 +767,80 @@ impl FakeTelegram {
     pub fn rate_limit(&self, method: &str, n: usize, retry_after_secs: u64) {
         let description = format!("Too Many Requests: retry after {retry_after_secs}");
         self.fail_next(method, n, 429, &description, Some(retry_after_secs));
+    }
+
+    /// Files the bot sent, in order.
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.lock().uploads.clone()
+    }
+
+    /// Paths of file downloads requested (`/file/bot<token>/<path>`).
+    pub fn downloads(&self) -> Vec<String> {
+        self.lock().downloads.clone()
+    }
+
+    /// Reads request bodies at about `bytes_per_sec` (0: at full speed),
+    /// as a slow uplink would, so that an upload can be caught in flight.
+    pub fn set_upload_pace(&self, bytes_per_sec: u64) {
+        use std::sync::atomic::Ordering;
+        self.pace
+            .bytes_per_sec
+            .store(bytes_per_sec, Ordering::SeqCst);
+    }
+
+    /// Request body bytes read so far, all requests together.
+    pub fn body_bytes_read(&self) -> u64 {
+        self.pace.read.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// User `user` sends a file in `chat_id`: a `document`, or a `photo`
+    /// (as Telegram does, a list of sizes, the largest last). Returns the
+    /// message id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn user_file(
+        &self,
+        user: i64,
+        username: &str,
+        chat_id: i64,
+        photo: bool,
+        file_name: &str,
+        mime_type: &str,
+        bytes: Vec<u8>,
+        caption: Option<&str>,
+    ) -> i64 {
+        let mut st = self.lock();
+        st.last_message_id += 1;
+        let id = st.last_message_id;
+        let file_id = format!("AgAD{id}file");
+        let dir = if photo { "photos" } else { "documents" };
+        let path = format!(
+            "{dir}/file_{id}.{}",
+            file_name.rsplit('.').next().unwrap_or("bin")
+        );
+        let size = bytes.len();
+        st.user_files
+            .insert(file_id.clone(), (path, Arc::new(bytes)));
+        let chat = chat_json(&chat_id.to_string());
+        let mut m = json!({"message_id": id, "from": user_json(user, username), "chat": chat,
+            "date": unix_now()});
+        if photo {
+            let thumb = format!("{file_id}_thumb");
+            m["photo"] = json!([
+                {"file_id": thumb, "file_unique_id": "t", "width": 90, "height": 60, "file_size": 100},
+                {"file_id": file_id, "file_unique_id": "u", "width": 1280, "height": 853, "file_size": size},
+            ]);
+        } else {
+            m["document"] = json!({"file_id": file_id, "file_unique_id": "u",
+                "file_name": file_name, "mime_type": mime_type, "file_size": size});
+        }
+        if let Some(c) = caption {
+            m["caption"] = json!(c);
+        }
+        st.user_messages
+            .insert(id, (chat_id.to_string(), m.clone()));
+        drop(st);
+        self.push_update(json!({ "message": m }));
+        id
     }
 
     /// While down, each request is read and its connection closed without an answer.
@@ -728,6 +998,13 @@ fn parse_params(req: &Request) -> Result<Value, ApiErr> {
         .to_ascii_lowercase();
     if content_type.starts_with("application/x-www-form-urlencoded") {
         add_form(std::str::from_utf8(&req.body).map_err(|_| not_utf8())?)?;
+    } else if content_type.starts_with("multipart/form-data") {
+        for part in multipart(req).map_err(|e| bad(&e))? {
+            if part.file_name.is_none() {
+                let v = String::from_utf8(part.bytes).map_err(|_| not_utf8())?;
+                map.insert(part.field, Value::String(v));
+            }
+        }
     } else if content_type.starts_with("application/json") && !req.body.is_empty() {
         match serde_json::from_slice(&req.body) {
             Ok(Value::Object(body)) => map.extend(body),
@@ -739,6 +1016,112 @@ fn parse_params(req: &Request) -> Result<Value, ApiErr> {
         )));
     }
     Ok(Value::Object(map))
+}
+
+struct RawPart {
+    field: String,
+    file_name: Option<String>,
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+/// Splits a multipart/form-data body (RFC 7578) into its parts, strictly:
+/// a missing boundary, a part without a name or a missing final boundary
+/// is an error.
+fn multipart(req: &Request) -> Result<Vec<RawPart>, String> {
+    let ct = req.header("content-type").unwrap_or("");
+    let boundary = ct
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"').to_string())
+        .ok_or("multipart without a boundary")?;
+    let body = &req.body[..];
+    let delim = format!("--{boundary}").into_bytes();
+    let find = |from: usize, pat: &[u8]| {
+        body[from..]
+            .windows(pat.len())
+            .position(|w| w == pat)
+            .map(|i| i + from)
+    };
+    let mut at = find(0, &delim).ok_or("the body does not start with the boundary")?;
+    let mut parts = Vec::new();
+    loop {
+        at += delim.len();
+        if body[at..].starts_with(b"--") {
+            return Ok(parts);
+        }
+        at += 2; // CRLF after the boundary
+        let head_end = find(at, b"\r\n\r\n").ok_or("a part without headers")?;
+        let head = String::from_utf8_lossy(&body[at..head_end]).into_owned();
+        let mut next_delim = b"\r\n".to_vec();
+        next_delim.extend_from_slice(&delim);
+        let end =
+            find(head_end + 4, &next_delim).ok_or("the body does not end with the boundary")?;
+        let (mut field, mut file_name, mut content_type) = (None, None, String::new());
+        for line in head.split("\r\n") {
+            let lower = line.to_ascii_lowercase();
+            if lower.starts_with("content-disposition:") {
+                for attr in line.split(';').skip(1) {
+                    let (k, v) = attr.trim().split_once('=').unwrap_or((attr.trim(), ""));
+                    let v = v.trim_matches('"').to_string();
+                    match k {
+                        "name" => field = Some(v),
+                        "filename" => file_name = Some(v),
+                        _ => {}
+                    }
+                }
+            } else if let Some(v) = lower.strip_prefix("content-type:") {
+                content_type = v.trim().to_string();
+            }
+        }
+        parts.push(RawPart {
+            field: field.ok_or("a part without a name")?,
+            file_name,
+            content_type,
+            bytes: body[head_end + 4..end].to_vec(),
+        });
+        at = end + 2;
+    }
+}
+
+fn multipart_files(req: &Request) -> Vec<FilePart> {
+    let multi = req
+        .header("content-type")
+        .is_some_and(|c| c.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if !multi {
+        return Vec::new();
+    }
+    let parts = multipart(req).unwrap_or_default();
+    parts
+        .into_iter()
+        .filter_map(|p| {
+            Some(FilePart {
+                file_name: p.file_name?,
+                field: p.field,
+                content_type: p.content_type,
+                bytes: Arc::new(p.bytes),
+            })
+        })
+        .collect()
+}
+
+/// A caption with its parse_mode; at most 1024 visible characters.
+fn caption(p: &Value) -> Result<Option<String>, ApiErr> {
+    let Some(raw) = str_param(p, "caption") else {
+        return Ok(None);
+    };
+    let mode = str_param(p, "parse_mode").filter(|m| !m.is_empty());
+    let visible = match mode.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(raw),
+        Some("html") => parse_html(&raw),
+        Some("markdownv2") => parse_markdown_v2(&raw),
+        Some(_) => return Err(bad("unsupported parse_mode")),
+    }
+    .map_err(|e| bad(&format!("can't parse entities: {e}")))?;
+    if visible.encode_utf16().count() > 1024 {
+        return Err(bad("message caption is too long"));
+    }
+    Ok(Some(visible))
 }
 
 fn param<'a>(p: &'a Value, key: &str) -> Option<&'a Value> {
