@@ -98,6 +98,10 @@ pub struct Config {
     pub limits: Limits,
     pub webhook: Webhook,
     pub health: Health,
+    /// `[mqtt]`: fleet mode (CONTRACT section 10).
+    pub mqtt: crate::fleet::settings::Mqtt,
+    /// The `[[route]]`s that name devices.
+    pub device_routes: Vec<crate::fleet::settings::DeviceRoute>,
 }
 
 /// The longest delay any setting may ask for.
@@ -157,6 +161,8 @@ const KNOWN: &[(&str, &[&str])] = &[
         "health",
         &["interval_seconds", "memory_threshold_mb", "listen"],
     ),
+    ("mqtt", crate::fleet::settings::KEYS),
+    ("route", &[]),
 ];
 
 impl Default for Config {
@@ -202,6 +208,8 @@ impl Default for Config {
                 memory_threshold_mb: 100,
                 listen: "127.0.0.1:8080".into(),
             },
+            mqtt: Default::default(),
+            device_routes: Vec::new(),
         }
     }
 }
@@ -529,6 +537,17 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
     h.uint("memory_threshold_mb", &mut c.health.memory_threshold_mb)?;
     h.string("listen", &mut c.health.listen)?;
 
+    c.mqtt = crate::fleet::settings::parse(&root)?;
+    c.device_routes = crate::fleet::settings::parse_routes(&root)?;
+    for r in &c.device_routes {
+        if let Some(bad) = r.chats.iter().find(|c| !chat_id_ok(c)) {
+            return Err(Error::config(
+                "route.chats",
+                format!("expected a numeric chat id or \"@channelname\", found \"{bad}\""),
+            ));
+        }
+    }
+
     Ok((c, warnings))
 }
 
@@ -577,6 +596,7 @@ pub fn apply_env(c: &mut Config, get: impl Fn(&str) -> Option<String>) -> Result
     if let Some(v) = get("CCTELEGRAM_WEBHOOK_SECRET") {
         c.webhook.secret = v;
     }
+    crate::fleet::settings::apply_env(&mut c.mqtt, &get);
     Ok(())
 }
 
@@ -632,7 +652,9 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
             "does not look like a bot token (digits, a colon, then letters, digits, - or _)",
         ));
     }
-    if run_daemon && t.bot_token.is_empty() {
+    crate::fleet::settings::validate(&c.mqtt)?;
+    // A fleet device forwards its events to the hub, which owns the bot.
+    if run_daemon && t.bot_token.is_empty() && !c.mqtt.is_device() {
         return Err(Error::config(
             "telegram.bot_token",
             "is not set; set TELEGRAM_BOT_TOKEN or [telegram] bot_token",
@@ -861,6 +883,10 @@ fn toml_str(s: &str) -> String {
 impl Config {
     /// Where notifications go: `chat_ids`, else each allowed user's private chat.
     pub fn target_chats(&self) -> Vec<String> {
+        if self.mqtt.is_device() {
+            // One queue entry per event: the hub fans out to the chats.
+            return vec![crate::fleet::DEVICE_QUEUE.into()];
+        }
         if self.telegram.chat_ids.is_empty() {
             self.telegram
                 .allowed_users
@@ -977,7 +1003,18 @@ impl Config {
         let _ = writeln!(s, "interval_seconds = {}", h.interval_seconds);
         let _ = writeln!(s, "memory_threshold_mb = {}", h.memory_threshold_mb);
         let _ = writeln!(s, "listen = {}", toml_str(&h.listen));
+        crate::fleet::settings::masked(&self.mqtt, &self.device_routes, &mut s);
         s
+    }
+
+    /// Where `ev` goes: a `[[route]]` naming its device, else [`Config::target_chats`].
+    pub fn chats_for(&self, ev: &crate::event::Event) -> Vec<String> {
+        if let Some(d) = crate::fleet::device_of(ev) {
+            if let Some(r) = self.device_routes.iter().find(|r| r.devices.iter().any(|x| x == d)) {
+                return r.chats.clone();
+            }
+        }
+        self.target_chats()
     }
 }
 

@@ -164,7 +164,6 @@ impl Ingest {
     pub fn batch(&self, names: Vec<(OsString, Seen)>) -> Result<Accepted> {
         let cfg = self.live.get();
         let max_bytes = cfg.limits.max_event_bytes;
-        let chats = cfg.target_chats();
         let now = clock::now_ms();
         let now_iso = clock::iso8601(now);
         let mut accepted: Vec<(PathBuf, Event)> = Vec::new();
@@ -211,7 +210,7 @@ impl Ingest {
         if !accepted.is_empty() {
             let items: Vec<Item> = accepted
                 .iter()
-                .flat_map(|(_, ev)| chats.iter().map(move |chat| (ev, chat)))
+                .flat_map(|(_, ev)| cfg.chats_for(ev).into_iter().map(move |chat| (ev, chat)))
                 .map(|(ev, chat)| Item {
                     seq: self.seq.fetch_add(1, Ordering::Relaxed),
                     chat: chat.clone(),

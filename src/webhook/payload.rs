@@ -75,12 +75,17 @@ pub fn event_processed(
     if let Some(e) = error {
         event["error"] = json!(e);
     }
-    json!({
+    let mut p = json!({
         "webhook_type": "event_processed",
         "timestamp": clock::iso8601(now_ms),
         "event": event,
         "bridge_info": info.value(),
-    })
+    });
+    // Fleet mode: the hub names the device the event came from.
+    if let Some(d) = crate::fleet::device_of(ev) {
+        p["bridge_info"]["device"] = json!(d);
+    }
+    p
 }
 
 /// Who answered, as the Bot API's `from` has it.
