@@ -1010,7 +1010,11 @@ impl Config {
     /// Where `ev` goes: a `[[route]]` naming its device, else [`Config::target_chats`].
     pub fn chats_for(&self, ev: &crate::event::Event) -> Vec<String> {
         if let Some(d) = crate::fleet::device_of(ev) {
-            if let Some(r) = self.device_routes.iter().find(|r| r.devices.iter().any(|x| x == d)) {
+            if let Some(r) = self
+                .device_routes
+                .iter()
+                .find(|r| r.devices.iter().any(|x| x == d))
+            {
                 return r.chats.clone();
             }
         }

@@ -125,7 +125,12 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     };
     let hub = match &fleet {
         Some(f) if f.role == crate::fleet::settings::Role::Hub => {
-            let hub = crate::fleet::hub::Hub::new(f.clone(), live.clone(), events_dir.clone(), &state_dir)?;
+            let hub = crate::fleet::hub::Hub::new(
+                f.clone(),
+                live.clone(),
+                events_dir.clone(),
+                &state_dir,
+            )?;
             hub.forward_responses(&responses);
             Some(hub)
         }
@@ -159,7 +164,9 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         Some(d) => ex.spawn(d.run(rx, stop.clone()).boxed_local()),
         None => ex.spawn(sender.run(rx, stop.clone()).boxed_local()),
     };
-    let is_device = fleet.as_ref().is_some_and(|f| f.role == crate::fleet::settings::Role::Device);
+    let is_device = fleet
+        .as_ref()
+        .is_some_and(|f| f.role == crate::fleet::settings::Role::Device);
     let polling = if is_device {
         std::future::pending().boxed_local()
     } else {

@@ -487,6 +487,7 @@ fn status_table(h: &serde_json::Value) -> String {
         }
     }
     out.push_str(&cctelegram::webhook::figures::status_lines(h));
+    out.push_str(&cctelegram::fleet::status_table(h));
     out
 }
 

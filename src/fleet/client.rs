@@ -129,8 +129,8 @@ impl Conn {
             let sock = sock.ok_or(last)?;
             let _ = sock.get_ref().set_nodelay(true);
             let tls = if broker.tls {
-                let name = rustls::pki_types::ServerName::try_from(broker.host.clone())
-                    .map_err(other)?;
+                let name =
+                    rustls::pki_types::ServerName::try_from(broker.host.clone()).map_err(other)?;
                 Some(rustls::ClientConnection::new(tls_config()?, name).map_err(other)?)
             } else {
                 None
@@ -306,9 +306,15 @@ mod tests {
             port,
             tls,
         };
-        assert_eq!(parse_url("mqtt://127.0.0.1:1884"), Ok(b("127.0.0.1", 1884, false)));
+        assert_eq!(
+            parse_url("mqtt://127.0.0.1:1884"),
+            Ok(b("127.0.0.1", 1884, false))
+        );
         assert_eq!(parse_url("mqtt://broker"), Ok(b("broker", 1883, false)));
-        assert_eq!(parse_url("mqtts://broker.lan"), Ok(b("broker.lan", 8883, true)));
+        assert_eq!(
+            parse_url("mqtts://broker.lan"),
+            Ok(b("broker.lan", 8883, true))
+        );
         assert_eq!(parse_url("mqtts://[::1]:8884"), Ok(b("::1", 8884, true)));
         for bad in [
             "http://x",

@@ -70,7 +70,11 @@ impl Device {
     }
 
     /// Runs until `stop`; trouble with the broker is waited out.
-    pub async fn run(self, rx: smol::channel::Receiver<Vec<Queued>>, stop: Arc<Stop>) -> Result<()> {
+    pub async fn run(
+        self,
+        rx: smol::channel::Receiver<Vec<Queued>>,
+        stop: Arc<Stop>,
+    ) -> Result<()> {
         // The ingest hands over batches; their entries are on disk (or
         // about to be: an early one is waited for) and are read from there.
         let (work_tx, work_rx) = smol::channel::bounded::<()>(1);
@@ -110,7 +114,8 @@ impl Device {
                     username: (!cfg.username.is_empty()).then(|| cfg.username.clone()),
                     password: (!cfg.password.is_empty()).then(|| cfg.password.clone()),
                 };
-                let Some((mut conn, _)) = connect(&self.fleet, &broker, &connect_packet, &stop).await
+                let Some((mut conn, _)) =
+                    connect(&self.fleet, &broker, &connect_packet, &stop).await
                 else {
                     return;
                 };
@@ -213,10 +218,15 @@ impl Device {
                         }
                     }
                     Packet::Publish(p) if p.topic == responses => {
-                        if self.take_answer(&p.payload) {
-                            if let Some(id) = p.packet_id {
-                                conn.send(&Packet::PubAck(id)).await?;
-                            }
+                        let taken = self.take_answer(&p.payload);
+                        if !taken {
+                            // A 3.1.1 broker resends only on a new connection.
+                            return Err(std::io::Error::other(
+                                "a message could not be stored; reconnecting so the broker sends it again",
+                            ));
+                        }
+                        if let Some(id) = p.packet_id {
+                            conn.send(&Packet::PubAck(id)).await?;
                         }
                     }
                     Packet::Publish(p) => {
@@ -270,7 +280,10 @@ impl Device {
                 true
             }
             Err(e) => {
-                log::error!("cannot write the answer {}: {e}; the broker sends it again", a.name);
+                log::error!(
+                    "cannot write the answer {}: {e}; the broker sends it again",
+                    a.name
+                );
                 false
             }
         }
@@ -283,7 +296,9 @@ mod tests {
 
     #[test]
     fn only_section_5_names_are_written() {
-        assert!(answer_name_ok("telegram_callback_5_20261129_065002_42.json"));
+        assert!(answer_name_ok(
+            "telegram_callback_5_20261129_065002_42.json"
+        ));
         assert!(answer_name_ok("telegram_expired_20261129_065002_k1.json"));
         for bad in [
             "../x.json",

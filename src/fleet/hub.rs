@@ -87,7 +87,10 @@ impl Hub {
         let Some(event_id) = body.get("event_id").and_then(Value::as_str) else {
             return;
         };
-        let origin = match self.origins.get::<Origin>(&record_name(&[event_id.as_bytes()])) {
+        let origin = match self
+            .origins
+            .get::<Origin>(&record_name(&[event_id.as_bytes()]))
+        {
             Ok(Some(o)) => o,
             Ok(None) => return, // the hub's own event
             Err(e) => {
@@ -202,15 +205,22 @@ impl Hub {
                                 Ok(()) => {
                                     published.remove(&name);
                                 }
-                                Err(e) => log::error!("answer delivered, but cannot retire it: {e}"),
+                                Err(e) => {
+                                    log::error!("answer delivered, but cannot retire it: {e}")
+                                }
                             }
                         }
                     }
                     Packet::Publish(p) => {
-                        if self.take(prefix, &p) {
-                            if let Some(id) = p.packet_id {
-                                conn.send(&Packet::PubAck(id)).await?;
-                            }
+                        let taken = self.take(prefix, &p);
+                        if !taken {
+                            // A 3.1.1 broker resends only on a new connection.
+                            return Err(std::io::Error::other(
+                                "a message could not be stored; reconnecting so the broker sends it again",
+                            ));
+                        }
+                        if let Some(id) = p.packet_id {
+                            conn.send(&Packet::PubAck(id)).await?;
                         }
                     }
                     Packet::SubAck(_, codes) if codes.contains(&0x80) => log::error!(
@@ -225,7 +235,11 @@ impl Hub {
     /// Takes one message from a device; false when it could not be made
     /// durable now (then it is not acknowledged and comes again).
     fn take(&self, prefix: &str, p: &Publish) -> bool {
-        let Some(rest) = p.topic.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
+        let Some(rest) = p
+            .topic
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
             return true;
         };
         let Some((device, leaf)) = rest.split_once('/') else {
@@ -242,16 +256,21 @@ impl Hub {
             "status" => {
                 let online = p.payload == b"online";
                 devices.update(device, |d| d.online = online);
-                log::info!("device {device} is {}", if online { "online" } else { "offline" });
+                log::info!(
+                    "device {device} is {}",
+                    if online { "online" } else { "offline" }
+                );
                 true
             }
             "events" => {
                 let bytes = self.stamp(device, &p.payload);
                 let key = crate::store::digest(&[device.as_bytes(), b"\0", &p.payload]);
                 let file = format!("fleet-{}.json", &key[..24]);
-                let event_id = serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("event_id").and_then(Value::as_str).map(str::to_string));
+                let event_id = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
+                    v.get("event_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
                 // Origin first: an answer can only come after the event is sent.
                 if let Some(id) = &event_id {
                     let origin = Origin {

@@ -205,7 +205,10 @@ pub fn health_checks(checks: &mut Vec<Check>) {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let (level, message) = if up {
-        (Level::Pass, format!("connected to the broker as {} {}", f.role.name(), f.device))
+        (
+            Level::Pass,
+            format!("connected to the broker as {} {}", f.role.name(), f.device),
+        )
     } else {
         // Everything owed waits on disk, so a short outage only warns;
         // a link down for five minutes is a failure someone must look at.
@@ -264,6 +267,27 @@ pub fn status_lines() -> String {
     s
 }
 
+/// The devices of a `/health` body as `cctelegram status` prints them.
+pub fn status_table(h: &Value) -> String {
+    let Some(list) = h["devices"].as_array() else {
+        return String::new();
+    };
+    let mut s = format!("\n{:<27} {:<8} LAST EVENT\n", "DEVICE", "STATE");
+    for d in list {
+        s.push_str(&format!(
+            "{:<27} {:<8} {}\n",
+            d["name"].as_str().unwrap_or(""),
+            if d["online"] == true {
+                "online"
+            } else {
+                "offline"
+            },
+            d["last_event"].as_str().unwrap_or("none yet"),
+        ));
+    }
+    s
+}
+
 /// Connects, retrying with backoff and jitter until it works or `stop`;
 /// `None` on stop.
 async fn connect(
@@ -299,7 +323,7 @@ async fn connect(
                 attempts += 1;
                 let wait = crate::telegram::send::backoff_up_to(attempts, MAX_BACKOFF_MS);
                 let why = e.to_string();
-                if attempts == 1 || attempts % 10 == 0 {
+                if attempts == 1 || attempts.is_multiple_of(10) {
                     log::warn!(
                         "cannot reach the MQTT broker {}:{} ({why}); what is owed waits on disk, retrying in {:.1} s",
                         broker.host,
@@ -328,11 +352,7 @@ enum Wake {
 
 /// Waits for the next thing a session must handle: a packet, new work, the
 /// keep-alive tick or the stop.
-async fn wake(
-    conn: &mut Conn,
-    work: &smol::channel::Receiver<()>,
-    stop: &Stop,
-) -> Wake {
+async fn wake(conn: &mut Conn, work: &smol::channel::Receiver<()>, stop: &Stop) -> Wake {
     let tick = Duration::from_secs(u64::from(KEEP_ALIVE_S) / 3);
     let incoming = async { Wake::In(conn.next().await) };
     let work = async {

@@ -44,7 +44,10 @@ pub struct Publish {
 pub enum Packet {
     Connect(Connect),
     /// Session present, return code (0 accepted).
-    ConnAck { session_present: bool, code: u8 },
+    ConnAck {
+        session_present: bool,
+        code: u8,
+    },
     Publish(Publish),
     PubAck(u16),
     /// Packet id, then (topic filter, QoS) pairs.
@@ -289,8 +292,16 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Packet, usize)>, Malformed> {
             } else {
                 None
             };
-            let username = if f & 0x80 != 0 { Some(b.string()?) } else { None };
-            let password = if f & 0x40 != 0 { Some(b.string()?) } else { None };
+            let username = if f & 0x80 != 0 {
+                Some(b.string()?)
+            } else {
+                None
+            };
+            let password = if f & 0x40 != 0 {
+                Some(b.string()?)
+            } else {
+                None
+            };
             Packet::Connect(Connect {
                 client_id,
                 clean_session: f & 0x02 != 0,
@@ -462,7 +473,10 @@ mod tests {
         let b = encode(&p);
         assert_eq!(&b[1..4], &[0xa3, 0x9c, 0x01]); // 20003 bytes
         assert_eq!(decode(&b).map(|d| d.map(|(_, n)| n)), Ok(Some(b.len())));
-        assert_eq!(decode(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]), Err(Malformed::Length));
+        assert_eq!(
+            decode(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Err(Malformed::Length)
+        );
         assert_eq!(
             decode(&[0x30, 0xff, 0xff, 0xff, 0x7f]),
             Err(Malformed::TooLarge(268_435_455))

@@ -105,8 +105,7 @@ impl Mqtt {
 pub fn name_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
@@ -177,7 +176,10 @@ pub fn parse_routes(root: &Map<String, Value>) -> Result<Vec<DeviceRoute>> {
                     })
                     .collect::<Result<Vec<_>>>()
                     .map(Some),
-                Some(_) => Err(Error::config(format!("route[{i}].{key}"), "expected a list")),
+                Some(_) => Err(Error::config(
+                    format!("route[{i}].{key}"),
+                    "expected a list",
+                )),
             }
         };
         let Some(devices) = strings("devices")? else {
@@ -287,7 +289,10 @@ mod tests {
         let bad = [
             ("url = \"http://h\"", "mqtt.url"),
             ("url = \"mqtt://h\"\ndevice = \"a/b\"", "mqtt.device"),
-            ("url = \"mqtt://h\"\ntopic_prefix = \"x/#\"", "mqtt.topic_prefix"),
+            (
+                "url = \"mqtt://h\"\ntopic_prefix = \"x/#\"",
+                "mqtt.topic_prefix",
+            ),
             ("url = \"mqtt://h\"\npassword = \"p\"", "mqtt.username"),
         ];
         for (text, key) in bad {
@@ -300,8 +305,13 @@ mod tests {
 
     #[test]
     fn the_password_is_masked_and_env_wins() {
-        let mut m = parse(&root("[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword = \"hunter2\"\n")).unwrap();
-        apply_env(&mut m, &|k| (k == "CCTELEGRAM_MQTT_PASSWORD").then(|| "s3cret".into()));
+        let mut m = parse(&root(
+            "[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword = \"hunter2\"\n",
+        ))
+        .unwrap();
+        apply_env(&mut m, &|k| {
+            (k == "CCTELEGRAM_MQTT_PASSWORD").then(|| "s3cret".into())
+        });
         assert_eq!(m.password, "s3cret");
         let mut s = String::new();
         masked(&m, &[], &mut s);
