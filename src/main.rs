@@ -509,7 +509,7 @@ fn check_config(args: &Args) -> Result<()> {
         None => println!("# built-in defaults plus environment (no config file)"),
     }
     print!("{}", cfg.masked());
-    if cfg.telegram.bot_token.is_empty() {
+    if cfg.telegram.bot_token.is_empty() && !cfg.mqtt.is_device() {
         eprintln!("note: no bot token is set; 'cctelegram run' needs TELEGRAM_BOT_TOKEN or [telegram] bot_token");
     }
     Ok(())
