@@ -25,6 +25,7 @@ use harness::{
     wait_fs, wait_message, ME, WAIT,
 };
 use mosquitto::Mosquitto;
+use receivers::Recorder;
 use serde_json::Value;
 use telegram::FakeTelegram;
 
@@ -87,10 +88,14 @@ fn device_online(h: &Value, name: &str) -> Option<bool> {
 fn two_devices_one_bot_routes_answers_and_status() {
     let broker = Mosquitto::start("fleet-mq1");
     let tg = FakeTelegram::start();
+    let rec = Recorder::start();
     let hub = hub(
         &tg,
         &broker,
-        &format!("\n[[route]]\ndevices = [\"pi2\"]\nchats = [{PI2_CHAT}]\n"),
+        &format!(
+            "\n[[route]]\ndevices = [\"pi2\"]\nchats = [{PI2_CHAT}]\n\n{}",
+            harness::webhook_toml("fleet-secret", &[rec.url("/hooks")])
+        ),
     );
     let port = free_port();
     listen_on(&hub, port);
@@ -126,6 +131,15 @@ fn two_devices_one_bot_routes_answers_and_status() {
     assert_eq!(count_in(&tg, PI2_CHAT, "Backup done on one"), 0);
     // The device never talked to Telegram: only the hub polls.
     assert!(!d1.out.text().contains("getUpdates"));
+
+    // Webhooks come from the hub and name the device.
+    rec.wait_until(WAIT, "event_processed of from-pi1", |log| {
+        !harness::processed(log, "from-pi1").is_empty()
+    });
+    let hooks = rec.requests();
+    let p = harness::processed(&hooks, "from-pi1")[0].json();
+    assert_eq!(p["bridge_info"]["device"], "pi1", "{p}");
+    assert_eq!(p["event"]["data"]["device"], "pi1", "{p}");
 
     // A press on pi1's approval: its response file on pi1 (and the hub), none on pi2.
     pi1.drop_event("b.json", &approval("deploy-pi1", "Deploy from one"));
@@ -177,6 +191,23 @@ fn two_devices_one_bot_routes_answers_and_status() {
     assert_eq!(check.map(|c| c["status"].clone()), Some("pass".into()));
     let (_, table) = run_cli(&["status", "--config", hub.config.to_str().unwrap()], &[]);
     assert!(table.contains("pi1") && table.contains("online"), "{table}");
+    // /status in Telegram lists them too.
+    let before = tg.messages().len();
+    tg.user_message(ME, "me", ME, "/status", None);
+    tg.wait_until(WAIT, "the /status answer", |st| {
+        st.messages[before..]
+            .iter()
+            .any(|m| m.text.contains("Devices:"))
+    });
+    let answer = tg.messages()[before..]
+        .iter()
+        .find(|m| m.text.contains("Devices:"))
+        .map(|m| m.text.clone())
+        .unwrap();
+    assert!(
+        answer.contains("pi1: online") && answer.contains("pi2: online"),
+        "{answer}"
+    );
     d2.signal(libc::SIGTERM);
     assert_eq!(d2.wait_exit(Duration::from_secs(10)), 0);
     wait_fs(WAIT, "pi2 offline in status", Some(&h), || {

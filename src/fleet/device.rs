@@ -11,7 +11,7 @@
 //!   (the broker resends until PUBACK) finds the record, or rewrites the
 //!   same file under the same name, so each is written once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -155,34 +155,44 @@ impl Device {
         // Packet id -> queue entry; names published on this connection.
         let mut in_flight: HashMap<u16, String> = HashMap::new();
         let mut published: HashSet<String> = HashSet::new();
+        // The queue in order, read again when ingest says there is more
+        // (not at every acknowledgement: a long backlog would be parsed
+        // over and over).
+        let mut todo: VecDeque<(String, crate::spool::Item)> = VecDeque::new();
+        let mut reload = true;
         loop {
-            if in_flight.len() < WINDOW {
+            if reload {
+                reload = false;
                 let pending = self.spool.pending().unwrap_or_else(|e| {
                     log::error!("cannot read the queue: {e}");
                     Vec::new()
                 });
                 Stats::set(&self.stats.backlog, pending.len() as u64);
-                for (name, item) in pending {
-                    if in_flight.len() >= WINDOW {
-                        break;
-                    }
-                    if published.contains(&name) {
-                        continue;
-                    }
-                    let payload = serde_json::to_vec(&item.event).unwrap_or_default();
-                    let id = conn.packet_id();
-                    conn.send(&Packet::Publish(Publish {
-                        topic: events.clone(),
-                        payload,
-                        qos: 1,
-                        retain: false,
-                        dup: false,
-                        packet_id: Some(id),
-                    }))
-                    .await?;
-                    in_flight.insert(id, name.clone());
-                    published.insert(name);
+                todo = pending
+                    .into_iter()
+                    .filter(|(n, _)| !published.contains(n))
+                    .collect();
+            }
+            while in_flight.len() < WINDOW {
+                let Some((name, item)) = todo.pop_front() else {
+                    break;
+                };
+                if published.contains(&name) {
+                    continue;
                 }
+                let payload = serde_json::to_vec(&item.event).unwrap_or_default();
+                let id = conn.packet_id();
+                conn.send(&Packet::Publish(Publish {
+                    topic: events.clone(),
+                    payload,
+                    qos: 1,
+                    retain: false,
+                    dup: false,
+                    packet_id: Some(id),
+                }))
+                .await?;
+                in_flight.insert(id, name.clone());
+                published.insert(name);
             }
             match wake(conn, work, stop).await {
                 Wake::Stop => {
@@ -200,8 +210,12 @@ impl Device {
                     let _ = conn.send(&Packet::Disconnect).await;
                     return Ok(());
                 }
-                Wake::Work => {}
-                Wake::Tick => keep_alive(conn).await?,
+                Wake::Work => reload = true,
+                Wake::Tick => {
+                    keep_alive(conn).await?;
+                    // A look now and then, in case a hand-over was missed.
+                    reload = todo.is_empty() && in_flight.is_empty();
+                }
                 Wake::In(p) => match p? {
                     Packet::PubAck(id) => {
                         if let Some(name) = in_flight.remove(&id) {
