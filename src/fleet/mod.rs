@@ -204,7 +204,10 @@ pub fn health_checks(checks: &mut Vec<Check>) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let (level, message) = if up {
+    let (level, message) = if !up && since == 0 {
+        // The first attempt, at start-up: not a problem to report yet.
+        (Level::Pass, "connecting to the broker".to_string())
+    } else if up {
         (
             Level::Pass,
             format!("connected to the broker as {} {}", f.role.name(), f.device),
