@@ -170,6 +170,34 @@ fn two_devices_one_bot_routes_answers_and_status() {
         "the same file name on hub and device"
     );
     assert!(responses(&pi2.responses).is_empty());
+    rec.wait_until(WAIT, "the user_response of deploy-pi1", |log| {
+        log.iter().any(|r| {
+            let v = r.json();
+            v["webhook_type"] == "user_response" && v["response"]["event_id"] == "deploy-pi1"
+        })
+    });
+    let answered = rec
+        .requests()
+        .into_iter()
+        .map(|r| r.json())
+        .find(|v| v["webhook_type"] == "user_response")
+        .unwrap();
+    assert_eq!(answered["bridge_info"]["device"], "pi1", "{answered}");
+
+    // A reply to pi2's message goes back to pi2 only.
+    tg.user_message(
+        ME,
+        "me",
+        PI2_CHAT.parse().unwrap(),
+        "seen it",
+        Some(two.message_id),
+    );
+    wait_fs(WAIT, "the reply on pi2", Some(&d2), || {
+        responses(&pi2.responses)
+            .iter()
+            .any(|(_, v)| v["event_id"] == "from-pi2" && v["message_text"] == "seen it")
+    });
+    assert_eq!(responses(&pi1.responses).len(), 1);
 
     // status on the hub: both online, with the time of their last event;
     // then pi2 stops and is offline.

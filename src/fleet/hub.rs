@@ -33,8 +33,8 @@ use crate::store::Records;
 
 /// Which device an event came from, by event id.
 #[derive(Serialize, Deserialize)]
-struct Origin {
-    device: String,
+pub(super) struct Origin {
+    pub(super) device: String,
 }
 
 /// An answer owed to a device.

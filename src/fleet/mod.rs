@@ -139,6 +139,19 @@ pub struct Fleet {
     pub link: Link,
     /// The hub's devices; empty on a device.
     pub devices: Option<Devices>,
+    /// The hub's record of which device each event came from.
+    origins: Option<Records>,
+}
+
+/// Which device an event came from, on the hub (`None`: its own event,
+/// or not a hub).
+pub fn device_of_event(event_id: &str) -> Option<String> {
+    let origins = current()?.origins.as_ref()?;
+    origins
+        .get::<hub::Origin>(&record_name(&[event_id.as_bytes()]))
+        .ok()
+        .flatten()
+        .map(|o| o.device)
 }
 
 static CURRENT: OnceLock<Arc<Fleet>> = OnceLock::new();
@@ -164,6 +177,10 @@ pub fn start(cfg: &Mqtt, state_dir: &Path) -> Result<Option<Arc<Fleet>>> {
         link: Link::default(),
         devices: match cfg.role {
             Role::Hub => Some(Devices::open(state_dir)?),
+            Role::Device => None,
+        },
+        origins: match cfg.role {
+            Role::Hub => Some(Records::open(state_dir, "fleet_origins")?),
             Role::Device => None,
         },
     });
