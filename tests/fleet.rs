@@ -132,6 +132,16 @@ fn two_devices_one_bot_routes_answers_and_status() {
     // The device never talked to Telegram: only the hub polls.
     assert!(!d1.out.text().contains("getUpdates"));
 
+    // The hub's own events directory works as on any machine.
+    hub.drop_event("own.json", &notice("from-hub", "The hub itself speaks"));
+    wait_message(&tg, &h, &ME.to_string(), "The hub itself speaks", WAIT);
+    let own = tg
+        .messages()
+        .into_iter()
+        .find(|m| m.text.contains("The hub itself"))
+        .unwrap();
+    assert!(!own.text.contains('🖥'), "{}", own.text);
+
     // Webhooks come from the hub and name the device.
     rec.wait_until(WAIT, "event_processed of from-pi1", |log| {
         !harness::processed(log, "from-pi1").is_empty()

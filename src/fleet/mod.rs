@@ -180,8 +180,15 @@ pub fn start(cfg: &Mqtt, state_dir: &Path) -> Result<Option<Arc<Fleet>>> {
             Role::Device => None,
         },
         origins: match cfg.role {
-            Role::Hub => Some(Records::open(state_dir, "fleet_origins")?),
-            Role::Device => None,
+            Role::Hub => {
+                let r = Records::open(state_dir, "fleet_origins")?;
+                prune(&r);
+                Some(r)
+            }
+            Role::Device => {
+                prune(&Records::open(state_dir, "fleet_answered")?);
+                None
+            }
         },
     });
     let _ = CURRENT.set(fleet.clone());
@@ -407,6 +414,26 @@ async fn keep_alive(conn: &mut Conn) -> std::io::Result<()> {
         conn.send(&packet::Packet::PingReq).await?;
     }
     Ok(())
+}
+
+/// How long the hub remembers where an event came from, and a device which
+/// answers it wrote: far beyond any approval's timeout or a broker's resend.
+const REMEMBER_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// Forgets records older than [`REMEMBER_MS`] (at start-up), so these
+/// directories do not grow for ever.
+fn prune(records: &Records) {
+    let now = std::time::SystemTime::now();
+    for name in records.names().unwrap_or_default() {
+        let old = std::fs::metadata(records.path(&name))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age.as_millis() as u64 > REMEMBER_MS);
+        if old {
+            let _ = records.remove_unsynced(&name);
+        }
+    }
 }
 
 /// A record name for something named by text from outside (an event id,
