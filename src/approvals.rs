@@ -227,6 +227,21 @@ impl Approvals {
         })
     }
 
+    /// Notes another message that carries the buttons of the approval
+    /// `key` (`/pending` showed it again).
+    pub fn add_message(&self, key: &str, chat: &str, message_id: i64) -> Result<()> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut a) = self.get(key)? else {
+            return Ok(());
+        };
+        let entry = (chat.to_string(), message_id);
+        if !a.messages.contains(&entry) {
+            a.messages.push(entry);
+            self.put(&a, true)?;
+        }
+        Ok(())
+    }
+
     /// Records `d` as the decision unless one exists. A press carried by the
     /// same update as the recorded decision counts as that decision.
     /// `first` runs, under the lock, for the press that decides (and for a

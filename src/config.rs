@@ -89,6 +89,62 @@ pub struct Health {
     pub memory_threshold_mb: u64,
     /// Empty: no HTTP endpoint.
     pub listen: String,
+    /// `Authorization: Bearer` token for `/`, `/health` and `/metrics`;
+    /// required when `listen` is not a loopback address. A secret.
+    pub token: String,
+}
+
+/// `[notifications]`: when a message rings, and how often progress is edited.
+#[derive(Debug, Clone)]
+pub struct Notifications {
+    /// As written, for `check-config`.
+    pub quiet_hours_text: String,
+    pub quiet_hours: Option<crate::tz::Window>,
+    /// IANA name; empty: `$TZ`, else `/etc/localtime`, else UTC.
+    pub timezone: String,
+    pub progress_min_edit_seconds: u64,
+}
+
+/// One `[[route]]`: events it matches go to its chats instead of `chat_ids`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Globs (`*`, `?`) on the event type; empty: any type.
+    pub types: Vec<String>,
+    /// Exact sources; empty: any source.
+    pub sources: Vec<String>,
+    /// Fleet devices (CONTRACT section 10); empty: any device, or none.
+    pub devices: Vec<String>,
+    pub chats: Vec<String>,
+}
+
+impl Route {
+    pub fn matches(&self, kind: &str, source: &str) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|g| glob(g, kind)))
+            && (self.sources.is_empty() || self.sources.iter().any(|s| s == source))
+    }
+}
+
+/// `*` is any run of characters, `?` any one; everything else is itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 #[derive(Debug, Clone)]
@@ -98,10 +154,10 @@ pub struct Config {
     pub limits: Limits,
     pub webhook: Webhook,
     pub health: Health,
+    pub notifications: Notifications,
+    pub routes: Vec<Route>,
     /// `[mqtt]`: fleet mode (CONTRACT section 10).
     pub mqtt: crate::fleet::settings::Mqtt,
-    /// The `[[route]]`s that name devices.
-    pub device_routes: Vec<crate::fleet::settings::DeviceRoute>,
 }
 
 /// The longest delay any setting may ask for.
@@ -159,11 +215,16 @@ const KNOWN: &[(&str, &[&str])] = &[
     ),
     (
         "health",
-        &["interval_seconds", "memory_threshold_mb", "listen"],
+        &["interval_seconds", "memory_threshold_mb", "listen", "token"],
+    ),
+    (
+        "notifications",
+        &["quiet_hours", "timezone", "progress_min_edit_seconds"],
     ),
     ("mqtt", crate::fleet::settings::KEYS),
-    ("route", &[]),
 ];
+
+const ROUTE_KEYS: &[&str] = &["types", "sources", "devices", "chats"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -207,9 +268,16 @@ impl Default for Config {
                 interval_seconds: 30,
                 memory_threshold_mb: 100,
                 listen: "127.0.0.1:8080".into(),
+                token: String::new(),
             },
+            notifications: Notifications {
+                quiet_hours_text: String::new(),
+                quiet_hours: None,
+                timezone: String::new(),
+                progress_min_edit_seconds: 3,
+            },
+            routes: Vec::new(),
             mqtt: Default::default(),
-            device_routes: Vec::new(),
         }
     }
 }
@@ -380,6 +448,16 @@ fn unknown_keys(text: &str, root: &Map<String, Value>, warnings: &mut Vec<String
         warnings.push(format!("unknown config key {name}{at} is ignored"));
     };
     for (table, value) in root {
+        if table == "route" {
+            for r in value.as_array().into_iter().flatten() {
+                for key in r.as_object().into_iter().flat_map(|m| m.keys()) {
+                    if !ROUTE_KEYS.contains(&key.as_str()) {
+                        warn("route", Some(key));
+                    }
+                }
+            }
+            continue;
+        }
         let Some(known) = KNOWN.iter().find(|(t, _)| t == table).map(|(_, k)| *k) else {
             if value.is_object() {
                 warn(table, None);
@@ -451,7 +529,9 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
                 Value::String(s) if chat_id_ok(s) => Ok(s.clone()),
                 _ => Err(Error::config(
                     t.key("chat_ids"),
-                    format!("expected a numeric chat id or \"@channelname\", found {v}"),
+                    format!(
+                        "expected a numeric chat id, \"@channelname\" or \"CHAT/TOPIC\", found {v}"
+                    ),
                 )),
             })
             .collect::<Result<_>>()?;
@@ -536,22 +616,109 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
     h.uint("interval_seconds", &mut c.health.interval_seconds)?;
     h.uint("memory_threshold_mb", &mut c.health.memory_threshold_mb)?;
     h.string("listen", &mut c.health.listen)?;
+    h.string("token", &mut c.health.token)?;
+
+    let n = table(&root, "notifications")?;
+    n.string("quiet_hours", &mut c.notifications.quiet_hours_text)?;
+    let q = c.notifications.quiet_hours_text.trim();
+    if !q.is_empty() {
+        c.notifications.quiet_hours = Some(crate::tz::Window::parse(q).ok_or_else(|| {
+            Error::config(
+                n.key("quiet_hours"),
+                format!("expected \"HH:MM-HH:MM\" such as \"22:00-07:00\", found \"{q}\""),
+            )
+        })?);
+    }
+    n.string("timezone", &mut c.notifications.timezone)?;
+    n.uint(
+        "progress_min_edit_seconds",
+        &mut c.notifications.progress_min_edit_seconds,
+    )?;
+    c.routes = routes(&root)?;
 
     c.mqtt = crate::fleet::settings::parse(&root)?;
-    c.device_routes = crate::fleet::settings::parse_routes(&root)?;
-    for r in &c.device_routes {
-        if let Some(bad) = r.chats.iter().find(|c| !chat_id_ok(c)) {
-            return Err(Error::config(
-                "route.chats",
-                format!("expected a numeric chat id or \"@channelname\", found \"{bad}\""),
-            ));
-        }
-    }
 
     Ok((c, warnings))
 }
 
+fn routes(root: &Map<String, Value>) -> Result<Vec<Route>> {
+    let Some(v) = root.get("route") else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(list) = v else {
+        return Err(Error::config(
+            "route",
+            format!("expected [[route]] tables, found {}", kind(v)),
+        ));
+    };
+    let mut out = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        let key = |k: &str| format!("route[{}].{k}", i + 1);
+        let Value::Object(map) = r else {
+            return Err(Error::config(
+                format!("route[{}]", i + 1),
+                format!("expected a table, found {}", kind(r)),
+            ));
+        };
+        let strings = |k: &str| -> Result<Vec<String>> {
+            match map.get(k) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| {
+                        v.as_str().map(str::to_string).ok_or_else(|| {
+                            Error::config(key(k), format!("expected strings, found {v}"))
+                        })
+                    })
+                    .collect(),
+                Some(v) => Err(Error::config(
+                    key(k),
+                    format!("expected a list, found {}", kind(v)),
+                )),
+            }
+        };
+        let chats: Vec<String> = match map.get("chats") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::Number(n) if n.is_i64() => Ok(n.to_string()),
+                    Value::String(s) if chat_id_ok(s) => Ok(s.clone()),
+                    _ => Err(Error::config(
+                        key("chats"),
+                        format!("expected a numeric chat id, \"@channelname\" or \"CHAT/TOPIC\", found {v}"),
+                    )),
+                })
+                .collect::<Result<_>>()?,
+            _ => Vec::new(),
+        };
+        if chats.is_empty() {
+            return Err(Error::config(
+                key("chats"),
+                "a route needs at least one chat",
+            ));
+        }
+        let devices = strings("devices")?;
+        if let Some(bad) = devices.iter().find(|d| !crate::fleet::settings::name_ok(d)) {
+            return Err(Error::config(
+                key("devices"),
+                format!("\"{bad}\" is not a device name (letters, digits, - _ .)"),
+            ));
+        }
+        out.push(Route {
+            types: strings("types")?,
+            sources: strings("sources")?,
+            devices,
+            chats,
+        });
+    }
+    Ok(out)
+}
+
 fn chat_id_ok(s: &str) -> bool {
+    // A forum topic: "CHAT/TOPIC", the topic a positive message_thread_id.
+    if let Some((chat, topic)) = s.split_once('/') {
+        return chat.parse::<i64>().is_ok() && topic.parse::<i64>().is_ok_and(|t| t > 0);
+    }
     s.parse::<i64>().is_ok()
         || (s.len() > 1
             && s.starts_with('@')
@@ -652,6 +819,10 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
             "does not look like a bot token (digits, a colon, then letters, digits, - or _)",
         ));
     }
+    // A zone that does not exist is a typo: say so now, not at 3 a.m.
+    if !c.notifications.timezone.is_empty() {
+        crate::tz::load(&c.notifications.timezone, None)?;
+    }
     crate::fleet::settings::validate(&c.mqtt)?;
     // A fleet device forwards its events to the hub, which owns the bot.
     if run_daemon && t.bot_token.is_empty() && !c.mqtt.is_device() {
@@ -672,7 +843,13 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
     let l = &c.limits;
     let w = &c.webhook;
     let h = &c.health;
-    let whole: [(&str, u64, u64, u64); 9] = [
+    let whole: [(&str, u64, u64, u64); 10] = [
+        (
+            "notifications.progress_min_edit_seconds",
+            c.notifications.progress_min_edit_seconds,
+            0,
+            3600,
+        ),
         (
             "telegram.poll_timeout_seconds",
             t.poll_timeout_seconds,
@@ -755,6 +932,17 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
                 c.health.listen
             ),
         ));
+    }
+    if let Ok(addr) = c.health.listen.parse::<SocketAddr>() {
+        if !addr.ip().is_loopback() && c.health.token.is_empty() {
+            return Err(Error::config(
+                "health.token",
+                format!(
+                    "must be set when health.listen ({addr}) is not a loopback address: \
+                     the page, /health and /metrics then need `Authorization: Bearer <token>`"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -898,6 +1086,15 @@ impl Config {
         }
     }
 
+    /// Where an event of this type from this source goes: the first
+    /// matching route's chats, else [`Config::target_chats`].
+    pub fn chats_for(&self, kind: &str, source: &str) -> Vec<String> {
+        match self.routes.iter().find(|r| r.matches(kind, source)) {
+            Some(r) => r.chats.clone(),
+            None => self.target_chats(),
+        }
+    }
+
     /// The effective settings as TOML, secrets masked (for `check-config`).
     pub fn masked(&self) -> String {
         fn secret(s: &str) -> &'static str {
@@ -1003,22 +1200,111 @@ impl Config {
         let _ = writeln!(s, "interval_seconds = {}", h.interval_seconds);
         let _ = writeln!(s, "memory_threshold_mb = {}", h.memory_threshold_mb);
         let _ = writeln!(s, "listen = {}", toml_str(&h.listen));
-        crate::fleet::settings::masked(&self.mqtt, &self.device_routes, &mut s);
+        let _ = writeln!(s, "token = {}", secret(&h.token));
+        let n = &self.notifications;
+        let _ = writeln!(s, "\n[notifications]");
+        let _ = writeln!(s, "quiet_hours = {}", toml_str(&n.quiet_hours_text));
+        let _ = writeln!(s, "timezone = {}", toml_str(&n.timezone));
+        let _ = writeln!(
+            s,
+            "progress_min_edit_seconds = {}",
+            n.progress_min_edit_seconds
+        );
+        for r in &self.routes {
+            let _ = writeln!(s, "\n[[route]]");
+            if !r.types.is_empty() {
+                let _ = writeln!(s, "types = {}", list(&r.types, true));
+            }
+            if !r.sources.is_empty() {
+                let _ = writeln!(s, "sources = {}", list(&r.sources, true));
+            }
+            if !r.devices.is_empty() {
+                let _ = writeln!(s, "devices = {}", list(&r.devices, true));
+            }
+            let _ = writeln!(s, "chats = {}", list(&r.chats, true));
+        }
+        crate::fleet::settings::masked(&self.mqtt, &mut s);
         s
     }
 
-    /// Where `ev` goes: a `[[route]]` naming its device, else [`Config::target_chats`].
-    pub fn chats_for(&self, ev: &crate::event::Event) -> Vec<String> {
-        if let Some(d) = crate::fleet::device_of(ev) {
-            if let Some(r) = self
-                .device_routes
-                .iter()
-                .find(|r| r.devices.iter().any(|x| x == d))
-            {
-                return r.chats.clone();
+    /// Where each kind of event goes, for `check-config`.
+    pub fn where_events_go(&self) -> String {
+        let mut s = String::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let types = if r.types.is_empty() {
+                "any type".to_string()
+            } else {
+                r.types.join(", ")
+            };
+            let mut sources = if r.sources.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", r.sources.join(", "))
+            };
+            if !r.devices.is_empty() {
+                sources.push_str(&format!(" on device {}", r.devices.join(", ")));
+            }
+            let _ = writeln!(
+                s,
+                "#   route {}: {types}{sources} -> {}",
+                i + 1,
+                r.chats.join(", ")
+            );
+        }
+        let chats = self.target_chats();
+        let to = if chats.is_empty() {
+            "nowhere (no chat_ids and no allowed_users)".to_string()
+        } else {
+            chats.join(", ")
+        };
+        let rest = if self.routes.is_empty() {
+            "every event"
+        } else {
+            "everything else"
+        };
+        let _ = writeln!(s, "#   {rest} -> {to}");
+        if !self.routes.is_empty() {
+            // Each known type, grouped by where it goes (from a source no
+            // route names).
+            let _ = writeln!(s, "# by event type:");
+            let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+            for t in crate::event::TYPES.iter().map(|t| t.name) {
+                let dest = match self
+                    .routes
+                    .iter()
+                    .find(|r| r.sources.is_empty() && r.devices.is_empty() && r.matches(t, ""))
+                {
+                    Some(r) => r.chats.join(", "),
+                    None => to.clone(),
+                };
+                match groups.iter_mut().find(|(d, _)| *d == dest) {
+                    Some((_, ts)) => ts.push(t),
+                    None => groups.push((dest, vec![t])),
+                }
+            }
+            for (dest, ts) in groups {
+                let _ = writeln!(s, "#   {dest}: {}", ts.join(" "));
             }
         }
-        self.target_chats()
+        s
+    }
+
+    /// Where `ev` goes: the first route matching its type, source and
+    /// device (fleet mode), else [`Config::target_chats`]. A fleet device
+    /// hands everything to the hub, which routes.
+    pub fn chats_for_event(&self, ev: &crate::event::Event) -> Vec<String> {
+        if self.mqtt.is_device() {
+            return self.target_chats();
+        }
+        let device = crate::fleet::device_of(ev);
+        match self.routes.iter().find(|r| {
+            r.matches(&ev.kind, &ev.source)
+                && (r.devices.is_empty()
+                    || device.is_some_and(|d| r.devices.iter().any(|x| x == d)))
+        }) {
+            Some(r) => r.chats.clone(),
+            None => self.target_chats(),
+        }
     }
 }
 
@@ -1151,6 +1437,8 @@ listen = "127.0.0.1:8080"
                 "webhook.secret",
             ),
             ("[health]\nlisten = \"nowhere\"", "health.listen"),
+            ("[health]\nlisten = \"0.0.0.0:8080\"", "health.token"),
+            ("[health]\nlisten = \"[::]:8080\"", "health.token"),
         ];
         for (text, key) in cases {
             let (c, _) = parse(text).unwrap();
@@ -1193,6 +1481,15 @@ listen = "127.0.0.1:8080"
     fn masked_output_hides_secrets() {
         let (c, _) = parse(FULL).unwrap();
         let out = c.masked();
+        assert!(out.contains("token = \"\"   # not set"), "{out}");
+        let (c, _) = parse(&FULL.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"0.0.0.0:8080\"\ntoken = \"page-token-value\"",
+        ))
+        .unwrap();
+        assert_eq!(c.health.token, "page-token-value");
+        let out = c.masked();
+        assert!(!out.contains("page-token-value"), "{out}");
         assert!(!out.contains("123:abc"));
         assert!(!out.contains("your_webhook_secret_key"));
         assert!(out.contains("allowed_users = [123456789]"));
@@ -1269,6 +1566,97 @@ headers = { Authorization = "Bearer very-secret" }
         }
         let (_, w) = parse("[webhook]\nsecret = \"a\"\nsecrets = [\"b\"]").unwrap();
         assert!(w[0].contains("webhook.secret is ignored"), "{w:?}");
+    }
+
+    #[test]
+    fn routes_name_fleet_devices() {
+        let (c, w) = parse(
+            r#"
+[telegram]
+chat_ids = [111]
+[[route]]
+devices = ["pi2"]
+types = ["build_*"]
+chats = ["-100123/17"]
+[[route]]
+devices = ["pi2"]
+chats = [222]
+"#,
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let ev = |kind: &str, device: Option<&str>| {
+            let mut e = crate::event::parse(
+                format!(r#"{{"type":"{kind}","title":"t"}}"#).as_bytes(),
+                "now",
+                || "x".into(),
+            )
+            .unwrap();
+            if let Some(d) = device {
+                e.data.insert("device".into(), serde_json::json!(d));
+            }
+            e
+        };
+        assert_eq!(
+            c.chats_for_event(&ev("build_failed", Some("pi2"))),
+            ["-100123/17"]
+        );
+        assert_eq!(
+            c.chats_for_event(&ev("info_notification", Some("pi2"))),
+            ["222"]
+        );
+        assert_eq!(c.chats_for_event(&ev("build_failed", Some("pi1"))), ["111"]);
+        assert_eq!(c.chats_for_event(&ev("build_failed", None)), ["111"]);
+        let bad = parse("[[route]]\ndevices = [\"a/b\"]\nchats = [1]\n").unwrap_err();
+        assert!(bad.to_string().contains("route[1].devices"), "{bad}");
+    }
+
+    #[test]
+    fn routes_topics_and_notifications() {
+        let (c, w) = parse(
+            r#"
+[telegram]
+chat_ids = [111, "-100123/42"]
+[notifications]
+quiet_hours = "22:00-07:00"
+progress_min_edit_seconds = 5
+[[route]]
+types = ["build_*"]
+chats = ["-100123/17"]
+[[route]]
+sources = ["ci"]
+chats = [222]
+"#,
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.telegram.chat_ids, ["111", "-100123/42"]);
+        assert_eq!(c.notifications.progress_min_edit_seconds, 5);
+        assert!(c.notifications.quiet_hours.is_some());
+        assert_eq!(c.chats_for("build_failed", "x"), ["-100123/17"]);
+        assert_eq!(c.chats_for("task_completion", "ci"), ["222"]);
+        assert_eq!(c.chats_for("task_completion", "cli"), ["111", "-100123/42"]);
+        let text = c.where_events_go();
+        assert!(
+            text.contains("-100123/17: build_started build_completed build_failed"),
+            "{text}"
+        );
+        for (bad, key) in [
+            (
+                "[notifications]\nquiet_hours = \"22-07\"",
+                "notifications.quiet_hours",
+            ),
+            ("[[route]]\ntypes = [\"x\"]", "route[1].chats"),
+            ("[telegram]\nchat_ids = [\"1/0\"]", "telegram.chat_ids"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let (c, _) = parse("[notifications]\ntimezone = \"Mars/Olympus\"").unwrap();
+        let e = validate(&c, false).unwrap_err().to_string();
+        assert!(e.contains("notifications.timezone"), "{e}");
+        assert!(glob("build_*", "build_failed") && glob("?est_*", "test_passed"));
+        assert!(!glob("build_*", "task_build") && glob("*", ""));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::health::Monitor;
 use crate::http;
 use crate::ingest::Ingest;
+use crate::notify::Controls;
 use crate::reload::Live;
 use crate::responses::Responses;
 use crate::signals::{Signal, Signals, Stop};
@@ -49,6 +50,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     let spool = Arc::new(Spool::open(&state_dir, clock::now_ms())?);
     let responses = Arc::new(Responses::open(&cfg.paths.responses_dir, spool.offset())?);
     let approvals = Arc::new(Approvals::new(Records::open(&state_dir, "buttons")?));
+    let controls = Arc::new(Controls::open(&state_dir));
     let chats = cfg.target_chats();
     let api = Arc::new(Api::new(&cfg.telegram.api_url, &cfg.telegram.bot_token));
     let health_interval = Duration::from_secs(cfg.health.interval_seconds);
@@ -65,7 +67,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         approvals.clone(),
         live.clone(),
         stats.clone(),
-        tx,
+        tx.clone(),
     )?);
     let outbox = Arc::new(Outbox::open(
         &state_dir,
@@ -82,6 +84,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         live.clone(),
         expiry_tx,
         stats.clone(),
+        controls.clone(),
     )?;
     let poller = Poller {
         api: api.clone(),
@@ -93,6 +96,8 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         stats: stats.clone(),
         started,
         stop: stop.clone(),
+        controls: controls.clone(),
+        wake: tx.clone(),
     };
     log::info!(
         "cctelegram {} watching {} for {} chat(s); {} send(s) queued from before",
@@ -147,6 +152,9 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         memory_threshold_mb,
         started,
         latest: Mutex::new(None),
+        controls,
+        approvals: approvals.clone(),
+        live: live.clone(),
     });
     let expiry = poll::expire(
         api,

@@ -79,6 +79,20 @@ impl Error {
             if description.contains("can't parse entities"))
     }
 
+    /// An edit that changes nothing: the message already shows it.
+    pub fn is_not_modified(&self) -> bool {
+        matches!(self, Error::Telegram { status: 400, description, .. }
+            if description.contains("message is not modified"))
+    }
+
+    /// An edit refused because the message is gone or too old to edit.
+    pub fn is_message_gone(&self) -> bool {
+        matches!(self, Error::Telegram { status: 400, description, .. }
+            if description.contains("message to edit not found")
+                || description.contains("message can't be edited")
+                || description.contains("MESSAGE_ID_INVALID"))
+    }
+
     /// The process exit code this error maps to (CONTRACT section 1).
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -385,9 +385,28 @@ pub struct Monitor {
     pub memory_threshold_mb: u64,
     pub started: Instant,
     pub latest: Mutex<Option<Snapshot>>,
+    pub controls: Arc<crate::notify::Controls>,
+    /// For the status page's undecided approvals.
+    pub approvals: Arc<crate::approvals::Approvals>,
+    /// The configuration in force (`[health].token`).
+    pub live: Arc<crate::reload::Live>,
 }
 
 impl Monitor {
+    /// `{"muted_until", "paused_until"}`: RFC 3339, or null when not set.
+    pub fn notifications(&self) -> Value {
+        let (muted, paused) = self.controls.get();
+        let now = clock::now_ms();
+        let at = |t: u64| {
+            if t > now {
+                json!(clock::iso8601(t))
+            } else {
+                Value::Null
+            }
+        };
+        json!({"muted_until": at(muted), "paused_until": at(paused)})
+    }
+
     /// The Prometheus text for `GET /metrics`.
     pub fn metrics(&self) -> String {
         let status = self

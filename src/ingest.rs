@@ -71,8 +71,31 @@ pub struct Queued {
     pub chat: String,
     pub seq: u64,
     pub not_before: u64,
+    /// A pause does not hold it (an approval, or urgent).
+    pub never_held: bool,
+    /// The task id of a progress event, whose sends coalesce.
+    pub progress: Option<String>,
+    /// Unix ms the event was accepted (the status page's oldest wait).
+    pub accepted_ms: u64,
     /// The entry itself, handed over before it is on disk.
     pub early: Option<(Item, Arc<Durable>)>,
+}
+
+impl Queued {
+    /// What the sender keeps in memory of a queue entry.
+    pub fn of(name: String, i: &Item, early: Option<(Item, Arc<Durable>)>) -> Queued {
+        Queued {
+            name,
+            chat: i.chat.clone(),
+            seq: i.seq,
+            not_before: i.not_before,
+            never_held: crate::notify::never_held(&i.event),
+            progress: crate::telegram::progress::is_progress(&i.event)
+                .then(|| i.event.task_id.clone()),
+            accepted_ms: i.accepted_ms,
+            early,
+        }
+    }
 }
 
 /// How a file name came to our attention.
@@ -210,10 +233,15 @@ impl Ingest {
         if !accepted.is_empty() {
             let items: Vec<Item> = accepted
                 .iter()
-                .flat_map(|(_, ev)| cfg.chats_for(ev).into_iter().map(move |chat| (ev, chat)))
+                .flat_map(|(_, ev)| {
+                    // Routes are read per batch, so SIGHUP applies to what
+                    // is accepted next.
+                    let chats = cfg.chats_for_event(ev);
+                    chats.into_iter().map(move |chat| (ev, chat))
+                })
                 .map(|(ev, chat)| Item {
                     seq: self.seq.fetch_add(1, Ordering::Relaxed),
-                    chat: chat.clone(),
+                    chat,
                     event: ev.clone(),
                     parts_sent: 0,
                     message_ids: Vec::new(),
@@ -237,13 +265,7 @@ impl Ingest {
             let queued = |with: Option<&Arc<Durable>>| -> Vec<Queued> {
                 items
                     .iter()
-                    .map(|i| Queued {
-                        name: i.file_name(),
-                        chat: i.chat.clone(),
-                        seq: i.seq,
-                        not_before: 0,
-                        early: with.map(|d| (i.clone(), d.clone())),
-                    })
+                    .map(|i| Queued::of(i.file_name(), i, with.map(|d| (i.clone(), d.clone()))))
                     .collect()
             };
             if let Some(d) = &early {

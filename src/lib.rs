@@ -25,6 +25,9 @@ pub mod ingest;
 pub mod init;
 pub mod mcp;
 pub mod net;
+pub mod notify;
+pub mod page;
+pub mod recent;
 pub mod reload;
 pub mod responses;
 pub mod signals;
@@ -32,6 +35,7 @@ pub mod spool;
 pub mod stats;
 pub mod store;
 pub mod telegram;
+pub mod tz;
 pub mod watch;
 pub mod webhook;
 

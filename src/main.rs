@@ -14,7 +14,8 @@ cctelegram: event files in, Telegram messages out
 Usage:
   cctelegram run [--config PATH]            the daemon, in the foreground
   cctelegram send --type T --title S [--description S] [--task-id ID]
-                  [--data JSON] [--option LABEL]... [--events-dir DIR] [--config PATH]
+                  [--data JSON] [--option LABEL]... [--priority P] [--silent]
+                  [--events-dir DIR] [--config PATH]
                                             write one event file, print its id
   cctelegram init [--config PATH] [--token TOKEN] [--force]
                                             pair a phone with the bot, write a config
@@ -88,6 +89,9 @@ cctelegram send: write one event file atomically into the events directory
   --task-id ID      task id (approval buttons carry it)
   --data JSON       a JSON object of extra fields, e.g. '{\"status\":\"ok\"}'
   --option LABEL    an approval button; repeat for each
+  --priority P      low (never rings), normal, high, urgent (rings even in
+                    quiet hours, during /mute and through /pause)
+  --silent          deliver without sound
   --events-dir DIR  where to write (default: the configured events_dir)
 
 Prints the new event's id. Example:
@@ -112,6 +116,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--data",
     "--option",
     "--events-dir",
+    "--priority",
     "--secret",
     "--signature",
     "--timestamp",
@@ -251,8 +256,9 @@ fn send(args: &Args) -> Result<()> {
             "--data",
             "--option",
             "--events-dir",
+            "--priority",
         ],
-        &[],
+        &["--silent"],
         false,
     )?;
     let kind = args.need("--type")?;
@@ -268,6 +274,17 @@ fn send(args: &Args) -> Result<()> {
     let options = args.all("--option");
     if !options.is_empty() {
         data.insert("options".into(), options.into());
+    }
+    if let Some(p) = args.one("--priority") {
+        if cctelegram::notify::Priority::parse(p).is_none() {
+            return Err(Error::Usage(format!(
+                "--priority must be low, normal, high or urgent, not {p:?}"
+            )));
+        }
+        data.insert("priority".into(), p.trim().to_ascii_lowercase().into());
+    }
+    if args.switches.iter().any(|s| s == "--silent") {
+        data.insert("silent".into(), true.into());
     }
     let dir = match args.one("--events-dir") {
         Some(d) => PathBuf::from(d),
@@ -436,11 +453,20 @@ fn status(args: &Args) -> Result<()> {
     }
     let url = format!("http://{addr}/health");
     let agent = cctelegram::net::agent(std::time::Duration::from_secs(5));
-    let mut resp = agent.get(&url).call().map_err(|e| {
+    let mut request = agent.get(&url);
+    if !cfg.health.token.is_empty() {
+        request = request.header("Authorization", format!("Bearer {}", cfg.health.token));
+    }
+    let mut resp = request.call().map_err(|e| {
         Error::Failed(format!(
             "cctelegram is not running: nothing answers at {url} ({e})"
         ))
     })?;
+    if resp.status().as_u16() == 401 {
+        return Err(Error::Failed(format!(
+            "{url} answered 401: set [health] token in this config to the daemon's token"
+        )));
+    }
     let text = resp
         .body_mut()
         .read_to_string()
@@ -481,6 +507,13 @@ fn status_table(h: &serde_json::Value) -> String {
         );
     }
     let _ = writeln!(out);
+    let n = &h["notifications"];
+    for (label, key) in [("muted", "muted_until"), ("paused", "paused_until")] {
+        let v = n[key]
+            .as_str()
+            .map_or("no".to_string(), |t| format!("until {t}"));
+        let _ = writeln!(out, "{label:<27} {v}");
+    }
     if let Some(counters) = h["counters"].as_object() {
         for (k, v) in counters {
             let _ = writeln!(out, "{:<27} {v}", k.replace('_', " "));
@@ -509,6 +542,8 @@ fn check_config(args: &Args) -> Result<()> {
         None => println!("# built-in defaults plus environment (no config file)"),
     }
     print!("{}", cfg.masked());
+    println!("\n# where events go (first matching route, else chat_ids):");
+    print!("{}", cfg.where_events_go());
     if cfg.telegram.bot_token.is_empty() && !cfg.mqtt.is_device() {
         eprintln!("note: no bot token is set; 'cctelegram run' needs TELEGRAM_BOT_TOKEN or [telegram] bot_token");
     }

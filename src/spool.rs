@@ -273,7 +273,7 @@ impl Spool {
             .read::<SentLine>()
             .into_iter()
             .rev()
-            .find(|l| l.chat == chat && l.message_id == message_id)
+            .find(|l| crate::telegram::api::same_chat(&l.chat, chat) && l.message_id == message_id)
             .map(|l| SentEvent {
                 event_id: l.event_id,
                 kind: l.kind,

@@ -32,6 +32,19 @@ impl Histogram {
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Each bucket's upper bound in seconds and its own (not cumulative)
+    /// count, then the count above the last bound, for the status page.
+    pub fn buckets(&self) -> (Vec<(f64, u64)>, u64) {
+        let v: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
+            .collect();
+        let within: u64 = v.iter().map(|(_, c)| c).sum();
+        let over = self.count.load(Ordering::Relaxed).saturating_sub(within);
+        (v, over)
+    }
+
     fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
@@ -85,6 +98,10 @@ pub struct Stats {
     pub state_write_errors: AtomicU64,
     /// Unix ms of the latest of them (0: none).
     pub state_error_ms: AtomicU64,
+    /// Unix ms the oldest waiting send was accepted (0: none waiting).
+    pub oldest_queued_ms: AtomicU64,
+    /// The last events and how their sends went (the status page).
+    pub recent: crate::recent::Recent,
     /// Time of one `sendMessage` call.
     pub telegram_request: Histogram,
     /// From an event's acceptance to its delivery in a chat.

@@ -260,7 +260,10 @@ fn commands_are_registered_and_answered() {
         .collect();
     assert_eq!(
         names,
-        HashSet::from(["start".into(), "help".into(), "status".into()])
+        HashSet::from(
+            ["start", "help", "status", "mute", "unmute", "pause", "resume", "pending"]
+                .map(String::from)
+        )
     );
     tg.user_message(ME, "john", ME, "/status", None);
     tg.user_message(ME, "john", ME, "/help@cct_bot", None);

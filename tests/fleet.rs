@@ -29,8 +29,9 @@ use receivers::Recorder;
 use serde_json::Value;
 use telegram::FakeTelegram;
 
-/// Where the route of the tests sends device "pi2".
-const PI2_CHAT: &str = "222";
+/// Where the route of the tests sends device "pi2": a forum topic.
+const PI2_CHAT: &str = "-100555";
+const PI2_TOPIC: i64 = 7;
 
 fn hub(tg: &FakeTelegram, broker: &Mosquitto, extra: &str) -> Setup {
     Setup::new(
@@ -93,7 +94,7 @@ fn two_devices_one_bot_routes_answers_and_status() {
         &tg,
         &broker,
         &format!(
-            "\n[[route]]\ndevices = [\"pi2\"]\nchats = [{PI2_CHAT}]\n\n{}",
+            "\n[[route]]\ndevices = [\"pi2\"]\nchats = [\"{PI2_CHAT}/{PI2_TOPIC}\"]\n\n{}",
             harness::webhook_toml("fleet-secret", &[rec.url("/hooks")])
         ),
     );
@@ -127,6 +128,12 @@ fn two_devices_one_bot_routes_answers_and_status() {
         one.text
     );
     assert!(two.text.contains("pi2"), "{}", two.text);
+    assert_eq!(
+        two.thread_id,
+        Some(PI2_TOPIC),
+        "pi2's events go to its own topic"
+    );
+    assert_eq!(one.thread_id, None);
     assert_eq!(count_in(&tg, &ME.to_string(), "Backup done on two"), 0);
     assert_eq!(count_in(&tg, PI2_CHAT, "Backup done on one"), 0);
     // The device never talked to Telegram: only the hub polls.
@@ -194,20 +201,14 @@ fn two_devices_one_bot_routes_answers_and_status() {
         .unwrap();
     assert_eq!(answered["bridge_info"]["device"], "pi1", "{answered}");
 
-    // A reply to pi2's message goes back to pi2 only.
-    tg.user_message(
-        ME,
-        "me",
-        PI2_CHAT.parse().unwrap(),
-        "seen it",
-        Some(two.message_id),
-    );
-    wait_fs(WAIT, "the reply on pi2", Some(&d2), || {
-        responses(&pi2.responses)
+    // A reply to pi1's notice goes back to pi1 only.
+    tg.user_message(ME, "me", ME, "seen it", Some(one.message_id));
+    wait_fs(WAIT, "the reply on pi1", Some(&d1), || {
+        responses(&pi1.responses)
             .iter()
-            .any(|(_, v)| v["event_id"] == "from-pi2" && v["message_text"] == "seen it")
+            .any(|(_, v)| v["event_id"] == "from-pi1" && v["message_text"] == "seen it")
     });
-    assert_eq!(responses(&pi1.responses).len(), 1);
+    assert!(responses(&pi2.responses).is_empty());
 
     // status on the hub: both online, with the time of their last event;
     // then pi2 stops and is offline.

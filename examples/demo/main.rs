@@ -440,6 +440,12 @@ fn config_text(api_url: &str, hooks: &Receiver, root: &Path) -> String {
             "a debug build is bigger than a release",
         ),
         ("listen = \"\"".into(), "no HTTP health endpoint"),
+        (String::new(), ""),
+        ("[notifications]".into(), ""),
+        (
+            "progress_min_edit_seconds = 1".into(),
+            "default 3; edits of a progress message",
+        ),
     ];
     let mut text = String::new();
     for (setting, comment) in lines {
@@ -574,6 +580,7 @@ fn run(fake: &FakeTelegram, hooks: &Receiver, root: &Path) -> Result<(), String>
     }
 
     let answers = answer_on_the_phone(fake, hooks, &mut daemon, &messages, &responses)?;
+    let edits = progress_in_place(fake, &mut daemon, &events)?;
     show_response_files(&responses, root)?;
     let health = outage(fake, hooks)?;
     let forged = forge(hooks, &answers.press)?;
@@ -603,6 +610,9 @@ fn run(fake: &FakeTelegram, hooks: &Receiver, root: &Path) -> Result<(), String>
         ));
     }
     println!(
+        "  {ok} 6 progress events became one message edited {edits} time(s) in place, then the completion"
+    );
+    println!(
         "  {ok} {} webhooks verified under both signature schemes: {} event_processed,",
         verified.len(),
         count("event_processed")
@@ -626,6 +636,72 @@ fn run(fake: &FakeTelegram, hooks: &Receiver, root: &Path) -> Result<(), String>
     println!("  3. In another shell: cargo run -- send --type task_completion --title 'Hello'");
     println!("     or copy any file from examples/events/ into ~/.cc_telegram/events/");
     Ok(())
+}
+
+/// A backup reports its progress six times in under two seconds: one
+/// message, edited in place, then the completion as a message of its own.
+/// Returns how many edits the progress message got.
+fn progress_in_place(
+    fake: &FakeTelegram,
+    daemon: &mut Daemon,
+    events: &Path,
+) -> Result<usize, String> {
+    heading("Progress, edited in place: six task_progress events, one message");
+    let before = fake.messages().len();
+    let edits_before = fake.calls("editMessageText").len();
+    for n in 1..=6 {
+        let ev = serde_json::json!({"type": "task_progress", "title": "Nightly backup",
+            "task_id": "backup_9", "event_id": format!("backup_9_step{n}"),
+            "description": format!("copying part {n} of 6"),
+            "data": {"current": n, "total": 6}});
+        println!("  {} task_progress {n} of 6", cyan("▸"));
+        drop_event(
+            events,
+            &format!("progress_{n}.json"),
+            ev.to_string().as_bytes(),
+        )?;
+        std::thread::sleep(Duration::from_millis(300)); // the job's own pace
+    }
+    daemon.wait_messages(fake, before + 1, "the progress message")?;
+    let id = fake.messages()[before].message_id;
+    let shows = |text: &str| fake.current(id).is_some_and(|m| m.text.contains(text));
+    let deadline = Instant::now() + PATIENCE;
+    while !shows("part 6 of 6") {
+        daemon.check()?;
+        if Instant::now() >= deadline {
+            return Err("the progress message never showed the last step".into());
+        }
+        // As in wait_messages: a slice on the stand-in's condition variable.
+        let slice_end = (Instant::now() + Duration::from_millis(200)).min(deadline);
+        let slice = slice_end.saturating_duration_since(Instant::now());
+        fake.wait_until(slice + Duration::from_millis(50), "the last step", |st| {
+            Instant::now() >= slice_end
+                || st
+                    .current
+                    .get(&id)
+                    .is_some_and(|m| m.text.contains("part 6 of 6"))
+        });
+    }
+    let edits = fake.calls("editMessageText").len() - edits_before;
+    let done = serde_json::json!({"type": "task_completion", "title": "Nightly backup done",
+        "task_id": "backup_9", "event_id": "backup_9_done", "description": "6 parts, 2.1 GB"});
+    println!("  {} task_completion", cyan("▸"));
+    drop_event(events, "progress_done.json", done.to_string().as_bytes())?;
+    daemon.wait_messages(fake, before + 2, "the completion")?;
+    println!("  The progress message (edited {edits} time(s), then once more at the end), and the completion:");
+    if let Some(m) = fake.current(id) {
+        show_message(&m);
+    }
+    if let Some(m) = fake.messages().get(before + 1) {
+        show_message(m);
+    }
+    if fake.messages().len() != before + 2 {
+        return Err(format!(
+            "progress should be one message and the completion another; {} were sent",
+            fake.messages().len() - before
+        ));
+    }
+    Ok(edits)
 }
 
 /// What the simulated phone sent.

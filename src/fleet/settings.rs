@@ -1,4 +1,4 @@
-//! `[mqtt]` (CONTRACT section 10) and the device part of `[[route]]`.
+//! `[mqtt]` (CONTRACT section 10).
 //!
 //! Kept beside the fleet rather than in `config.rs` so that the fleet's
 //! keys, their checks and their masked display are read in one place;
@@ -59,14 +59,6 @@ pub const KEYS: &[&str] = &[
     "device",
     "topic_prefix",
 ];
-
-/// One `[[route]]` as the fleet sees it: events from these devices go to
-/// these chats.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceRoute {
-    pub devices: Vec<String>,
-    pub chats: Vec<String>,
-}
 
 impl Mqtt {
     pub fn enabled(&self) -> bool {
@@ -148,61 +140,6 @@ pub fn parse(root: &Map<String, Value>) -> Result<Mqtt> {
     Ok(m)
 }
 
-/// Reads the `devices` and `chats` of each `[[route]]`; routes without
-/// `devices` are not the fleet's and are left to the general routing.
-pub fn parse_routes(root: &Map<String, Value>) -> Result<Vec<DeviceRoute>> {
-    let list = match root.get("route") {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(Error::config("route", "expected [[route]] tables")),
-    };
-    let mut out = Vec::new();
-    for (i, r) in list.iter().enumerate() {
-        let Value::Object(r) = r else {
-            return Err(Error::config("route", "expected [[route]] tables"));
-        };
-        let strings = |key: &str| -> Result<Option<Vec<String>>> {
-            match r.get(key) {
-                None => Ok(None),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|v| match v {
-                        Value::String(s) => Ok(s.clone()),
-                        Value::Number(n) if key == "chats" && n.is_i64() => Ok(n.to_string()),
-                        _ => Err(Error::config(
-                            format!("route[{i}].{key}"),
-                            format!("expected a list of strings, found {v}"),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>>>()
-                    .map(Some),
-                Some(_) => Err(Error::config(
-                    format!("route[{i}].{key}"),
-                    "expected a list",
-                )),
-            }
-        };
-        let Some(devices) = strings("devices")? else {
-            continue;
-        };
-        if let Some(bad) = devices.iter().find(|d| !name_ok(d)) {
-            return Err(Error::config(
-                format!("route[{i}].devices"),
-                format!("\"{bad}\" is not a device name (letters, digits, - _ .)"),
-            ));
-        }
-        let chats = strings("chats")?.unwrap_or_default();
-        if chats.is_empty() {
-            return Err(Error::config(
-                format!("route[{i}].chats"),
-                "is missing or empty; say where this route's events go",
-            ));
-        }
-        out.push(DeviceRoute { devices, chats });
-    }
-    Ok(out)
-}
-
 /// `CCTELEGRAM_MQTT_PASSWORD` wins over the file.
 pub fn apply_env(m: &mut Mqtt, get: &dyn Fn(&str) -> Option<String>) {
     if let Some(v) = get("CCTELEGRAM_MQTT_PASSWORD") {
@@ -247,7 +184,7 @@ pub fn validate(m: &Mqtt) -> Result<()> {
 }
 
 /// The `[mqtt]` part of `check-config`, the password masked.
-pub fn masked(m: &Mqtt, routes: &[DeviceRoute], s: &mut String) {
+pub fn masked(m: &Mqtt, s: &mut String) {
     let q = |v: &str| serde_json::to_string(v).unwrap_or_default();
     let _ = writeln!(s, "\n[mqtt]");
     let _ = writeln!(s, "url = {}", q(&m.url));
@@ -260,11 +197,6 @@ pub fn masked(m: &Mqtt, routes: &[DeviceRoute], s: &mut String) {
     let _ = writeln!(s, "role = {}", q(m.role.name()));
     let _ = writeln!(s, "device = {}", q(&m.device));
     let _ = writeln!(s, "topic_prefix = {}", q(&m.topic_prefix));
-    for r in routes {
-        let list = |v: &[String]| v.iter().map(|x| q(x)).collect::<Vec<_>>().join(", ");
-        let _ = writeln!(s, "\n[[route]]\ndevices = [{}]", list(&r.devices));
-        let _ = writeln!(s, "chats = [{}]", list(&r.chats));
-    }
 }
 
 #[cfg(test)]
@@ -314,24 +246,8 @@ mod tests {
         });
         assert_eq!(m.password, "s3cret");
         let mut s = String::new();
-        masked(&m, &[], &mut s);
+        masked(&m, &mut s);
         assert!(!s.contains("s3cret") && !s.contains("hunter2"), "{s}");
         assert!(s.contains("********"));
-    }
-
-    #[test]
-    fn device_routes_need_chats() {
-        let r = parse_routes(&root(
-            "[[route]]\ntypes = [\"x\"]\nchats = [\"1\"]\n[[route]]\ndevices = [\"pi\"]\nchats = [\"-100/7\", 5]\n",
-        ))
-        .unwrap();
-        assert_eq!(
-            r,
-            vec![DeviceRoute {
-                devices: vec!["pi".into()],
-                chats: vec!["-100/7".into(), "5".into()]
-            }]
-        );
-        assert!(parse_routes(&root("[[route]]\ndevices = [\"pi\"]\n")).is_err());
     }
 }

@@ -34,8 +34,11 @@ pub fn status(cfg: &Config) -> Value {
     }
     let url = format!("http://{addr}/health");
     let agent = crate::net::agent(Duration::from_secs(5));
-    let text = agent
-        .get(&url)
+    let mut request = agent.get(&url);
+    if !cfg.health.token.is_empty() {
+        request = request.header("Authorization", format!("Bearer {}", cfg.health.token));
+    }
+    let text = request
         .call()
         .map_err(|e| e.to_string())
         .and_then(|mut r| r.body_mut().read_to_string().map_err(|e| e.to_string()));

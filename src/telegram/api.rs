@@ -92,13 +92,20 @@ impl Api {
         })
     }
 
-    /// Sends one message part; returns Telegram's `message_id`.
-    pub fn send_message(&self, chat: &str, part: &Part) -> Result<i64> {
+    /// Sends one message part; returns Telegram's `message_id`. `silent`
+    /// delivers it without sound.
+    pub fn send_message(&self, chat: &str, part: &Part, silent: bool) -> Result<i64> {
         let mut params = json!({
             "chat_id": chat_param(chat),
             "text": part.text,
             "link_preview_options": {"is_disabled": true},
         });
+        if let Some(t) = thread_of(chat) {
+            params["message_thread_id"] = json!(t);
+        }
+        if silent {
+            params["disable_notification"] = json!(true);
+        }
         if let Some(mode) = part.parse_mode {
             params["parse_mode"] = json!(mode);
         }
@@ -112,11 +119,45 @@ impl Api {
     }
 }
 
-/// Numeric chat ids go as numbers, `@channel` names as strings.
+impl Api {
+    /// Replaces the text of message `message_id` in `chat` (its buttons go).
+    pub fn edit_text(&self, chat: &str, message_id: i64, part: &Part) -> Result<()> {
+        let mut params = json!({
+            "chat_id": chat_param(chat),
+            "message_id": message_id,
+            "text": part.text,
+            "link_preview_options": {"is_disabled": true},
+        });
+        if let Some(mode) = part.parse_mode {
+            params["parse_mode"] = json!(mode);
+        }
+        self.call("editMessageText", &params, Duration::from_secs(30))
+            .map(|_| ())
+    }
+}
+
+/// Numeric chat ids go as numbers, `@channel` names as strings; a forum
+/// topic target `"CHAT/TOPIC"` names its chat.
 pub fn chat_param(chat: &str) -> Value {
+    let chat = base_chat(chat);
     chat.parse::<i64>()
         .map(Value::from)
         .unwrap_or_else(|_| json!(chat))
+}
+
+/// The chat of a target, without its forum topic: what updates name.
+pub fn base_chat(chat: &str) -> &str {
+    chat.split_once('/').map_or(chat, |(c, _)| c)
+}
+
+/// The forum topic (`message_thread_id`) of a `"CHAT/TOPIC"` target.
+pub fn thread_of(chat: &str) -> Option<i64> {
+    chat.split_once('/').and_then(|(_, t)| t.parse().ok())
+}
+
+/// Same chat, whatever the topic: message ids are per chat.
+pub fn same_chat(a: &str, b: &str) -> bool {
+    base_chat(a) == base_chat(b)
 }
 
 #[cfg(test)]

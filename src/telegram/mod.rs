@@ -3,6 +3,7 @@
 pub mod api;
 pub mod pace;
 pub mod poll;
+pub mod progress;
 pub mod render;
 pub mod send;
 pub mod update;

@@ -20,6 +20,7 @@ use crate::approvals::{option_label, parse_callback, Approval, Approvals, Decisi
 use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
+use crate::notify::{self, Controls};
 use crate::reload::Live;
 use crate::responses::Responses;
 use crate::signals::Stop;
@@ -54,6 +55,10 @@ pub struct Poller {
     pub stats: Arc<Stats>,
     pub started: Instant,
     pub stop: Arc<Stop>,
+    /// Mute and pause.
+    pub controls: Arc<Controls>,
+    /// Wakes the sender when a pause ends early (an empty batch).
+    pub wake: smol::channel::Sender<Vec<crate::ingest::Queued>>,
 }
 
 /// The delivery id source of a `user_response` for a Telegram update.
@@ -91,7 +96,10 @@ fn name_of(u: &User) -> String {
 
 const COMMANDS_HELP: &str = "I forward notifications from this machine. \
 Press a button to answer an approval; write to me and your message is \
-recorded for the program that asked.\n\n/status: what the bridge is doing\n/help: this text";
+recorded for the program that asked.\n\n/status: what the bridge is doing\n\
+/mute [30m|2h|1d]: notifications without sound (default 1h); /unmute\n\
+/pause [30m|2h|1d]: hold notifications until then (approvals and urgent ones still come); /resume\n\
+/pending: the approvals nobody has decided yet, with their buttons\n/help: this text";
 
 impl Poller {
     fn mode(&self) -> ParseMode {
@@ -143,6 +151,11 @@ impl Poller {
         }
         let commands = json!({"commands": [
             {"command": "status", "description": "What the bridge is doing"},
+            {"command": "mute", "description": "Notifications without sound for a while (1h, 30m, 1d)"},
+            {"command": "unmute", "description": "Notifications with sound again"},
+            {"command": "pause", "description": "Hold notifications for a while (1h, 30m, 1d)"},
+            {"command": "resume", "description": "Deliver held notifications now"},
+            {"command": "pending", "description": "Approvals nobody has decided yet"},
             {"command": "help", "description": "What this bot does"},
             {"command": "start", "description": "Start"},
         ]});
@@ -279,7 +292,10 @@ impl Poller {
     }
 
     async fn reply(&self, chat: &str, text: &str) {
-        let params = json!({"chat_id": chat_param(chat), "text": text});
+        let mut params = json!({"chat_id": chat_param(chat), "text": text});
+        if let Some(t) = crate::telegram::api::thread_of(chat) {
+            params["message_thread_id"] = json!(t);
+        }
         if let Err(e) = call(&self.api, "sendMessage", params, CALL_TIMEOUT).await {
             log::warn!("reply to chat {chat} failed: {e}");
         }
@@ -388,7 +404,11 @@ impl Poller {
                 // anyway.
                 let mut a = a;
                 if let Some(mid) = message_id.filter(|_| !chat.is_empty()) {
-                    if !a.messages.contains(&(chat.clone(), mid)) {
+                    if !a
+                        .messages
+                        .iter()
+                        .any(|(c, m)| crate::telegram::api::same_chat(c, &chat) && *m == mid)
+                    {
                         a.messages.push((chat.clone(), mid));
                     }
                 }
@@ -417,7 +437,10 @@ impl Poller {
     /// Whether message `mid` in `chat` is known to show another event than
     /// approval `a`.
     fn shows_other(&self, a: &Approval, chat: &str, mid: i64) -> bool {
-        if a.messages.iter().any(|(c, m)| c == chat && *m == mid) {
+        if a.messages
+            .iter()
+            .any(|(c, m)| crate::telegram::api::same_chat(c, chat) && *m == mid)
+        {
             return false;
         }
         self.spool
@@ -440,6 +463,12 @@ impl Poller {
             self.reply(chat, "Only text messages are recorded.").await;
             return Ok(());
         };
+        // A command from a forum topic is answered in that topic.
+        let here = match m.thread_id {
+            Some(t) => format!("{chat}/{t}"),
+            None => chat.to_string(),
+        };
+        let arg = text.split_whitespace().nth(1).unwrap_or("");
         let command = text.strip_prefix('/').map(|c| {
             c.split_whitespace()
                 .next()
@@ -454,7 +483,35 @@ impl Poller {
                 return Ok(());
             }
             Some("status") => {
-                self.reply(chat, &self.status_text()).await;
+                self.reply(&here, &self.status_text()).await;
+                return Ok(());
+            }
+            Some(c @ ("mute" | "pause")) => {
+                let text = self.mute_or_pause(c, arg, &name_of(from))?;
+                self.reply(&here, &text).await;
+                return Ok(());
+            }
+            Some("unmute") => {
+                self.controls.set_muted(0)?;
+                log::info!("{} unmuted notifications", name_of(from));
+                self.reply(&here, "🔔 Notifications ring again.").await;
+                return Ok(());
+            }
+            Some("resume") => {
+                let (_, paused) = self.controls.get();
+                self.controls.set_paused(0)?;
+                let _ = self.wake.try_send(Vec::new());
+                log::info!("{} resumed notifications", name_of(from));
+                let text = if paused > clock::now_ms() {
+                    "▶️ Resumed: held notifications are on their way."
+                } else {
+                    "▶️ Nothing was paused."
+                };
+                self.reply(&here, text).await;
+                return Ok(());
+            }
+            Some("pending") => {
+                self.pending(&here).await?;
                 return Ok(());
             }
             _ => {}
@@ -524,9 +581,125 @@ impl Poller {
             .enqueue("user_response", &update_source(update_id), &p)
     }
 
+    /// `HH:MM` of unix ms `t` in the zone quiet hours use, and which zone.
+    fn when(&self, t: u64) -> String {
+        let cfg = self.live.get();
+        let name = &cfg.notifications.timezone;
+        let tz = std::env::var("TZ").ok();
+        let Ok(zone) = crate::tz::load(name, tz.as_deref()) else {
+            return clock::hh_mm(t);
+        };
+        let offset = i64::from(zone.offset_at((t / 1000) as i64)) * 1000;
+        let local = clock::hh_mm((t as i64 + offset).max(0) as u64);
+        let hm = local.trim_end_matches(" UTC");
+        match (name.is_empty(), offset) {
+            (true, 0) => format!("{hm} UTC"),
+            (true, _) => format!("{hm} local time"),
+            (false, _) => format!("{hm} ({name})"),
+        }
+    }
+
+    /// `/mute DURATION` or `/pause DURATION`: the reply.
+    fn mute_or_pause(&self, command: &str, arg: &str, who: &str) -> Result<String> {
+        let ms = if arg.is_empty() {
+            Some(3_600_000)
+        } else {
+            notify::parse_duration_ms(arg)
+        };
+        let Some(ms) = ms else {
+            return Ok(format!(
+                "Not understood: {arg:?}. Say /{command} 30m, /{command} 2h or /{command} 1d (at most 30 days)."
+            ));
+        };
+        let until = clock::now_ms() + ms;
+        if command == "mute" {
+            self.controls.set_muted(until)?;
+            log::info!("{who} muted notifications until {}", clock::iso8601(until));
+            Ok(format!(
+                "🔕 Muted until {}: notifications arrive without sound (urgent ones still ring). /unmute ends it.",
+                self.when(until)
+            ))
+        } else {
+            self.controls.set_paused(until)?;
+            let _ = self.wake.try_send(Vec::new());
+            log::info!("{who} paused notifications until {}", clock::iso8601(until));
+            Ok(format!(
+                "⏸ Paused until {}: notifications wait and come then, in order. Approvals and urgent events still come. /resume ends it.",
+                self.when(until)
+            ))
+        }
+    }
+
+    /// `/pending`: every undecided approval again, with its buttons; the
+    /// new copy is recorded on the approval, so a press on it decides it
+    /// and both copies show the outcome.
+    async fn pending(&self, chat: &str) -> Result<()> {
+        let open = self.approvals.undecided()?;
+        if open.is_empty() {
+            self.reply(chat, "No approvals are waiting for a decision.")
+                .await;
+            return Ok(());
+        }
+        let mode = self.mode();
+        for a in open {
+            // The buttons are on the last part, and the last part is what
+            // a long approval's copy shows.
+            let last = |m| render::render(&a.event, m).pop();
+            let (Some(styled), Some(plain)) = (last(mode), last(ParseMode::Plain)) else {
+                continue;
+            };
+            let (api, to) = (self.api.clone(), chat.to_string());
+            let sent = smol::unblock(move || {
+                api.send_message(&to, &styled, false).or_else(|e| {
+                    if e.is_bad_entities() {
+                        api.send_message(&to, &plain, false)
+                    } else {
+                        Err(e)
+                    }
+                })
+            })
+            .await;
+            match sent {
+                Ok(mid) => {
+                    // A reply to the copy names its event, as for the first.
+                    self.spool
+                        .record_sent(chat, &[(0, mid)], &a.event, clock::now_ms())?;
+                    self.approvals.add_message(&a.key(), chat, mid)?;
+                    log::info!(
+                        "approval {} shown again as message {mid} in chat {chat}",
+                        a.event.event_id
+                    );
+                }
+                Err(e) => log::warn!(
+                    "cannot show approval {} again in chat {chat}: {e}",
+                    a.event.event_id
+                ),
+            }
+        }
+        Ok(())
+    }
+
     fn status_text(&self) -> String {
         let s = &self.stats;
         let up = self.started.elapsed().as_secs();
+        let (muted, paused) = self.controls.get();
+        let now = clock::now_ms();
+        let until = |t: u64| {
+            if t > now {
+                format!("until {}", self.when(t))
+            } else {
+                "no".to_string()
+            }
+        };
+        format!(
+            "{}\nMuted: {}\nPaused: {}",
+            self.counters_text(s, up),
+            until(muted),
+            until(paused)
+        )
+    }
+
+    fn counters_text(&self, s: &Stats, up: u64) -> String {
         format!(
             "cctelegram {} up {}h {}m\nEvents accepted: {} (refused {}, duplicates {})\n\
              Messages sent: {}\nWaiting to send: {}\nRetries: {}, failures: {}\nAnswers recorded: {}",

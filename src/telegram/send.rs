@@ -25,6 +25,7 @@ use crate::clock;
 use crate::config::ParseMode;
 use crate::error::{Error, Result};
 use crate::ingest::{Durable, Queued};
+use crate::notify::{self, Controls, Quiet};
 use crate::reload::Live;
 use crate::signals::Stop;
 use crate::spool::{Item, Spool};
@@ -32,7 +33,9 @@ use crate::stats::Stats;
 use crate::telegram::api::Api;
 use crate::telegram::pace::Pacer;
 use crate::telegram::poll::{decision_note, show_outcome};
+use crate::telegram::progress::{self, Progress};
 use crate::telegram::render;
+use crate::tz::Zone;
 use crate::webhook::deliver::Outbox;
 use crate::webhook::payload::{self, Status};
 
@@ -43,37 +46,59 @@ const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
 /// more than a day is not a rate limit but a broken answer.
 pub const MAX_RETRY_AFTER_S: u64 = 24 * 3600;
 
-struct Pending {
+pub(crate) struct Pending {
     name: String,
     seq: u64,
-    not_before: u64,
+    pub(crate) not_before: u64,
+    accepted_ms: u64,
     /// The entry, when ingest handed it over before it was on disk.
     early: Option<(Item, Arc<Durable>)>,
     /// The entry as it stands after Telegram took parts of it, while its
     /// hand-off waits to be retried (it is not sent again).
-    item: Option<Item>,
+    pub(crate) item: Option<Item>,
     /// Parts Telegram took that are not yet in the sent log.
     unrecorded: Vec<(usize, i64)>,
     /// Failed hand-off steps in a row, for the backoff.
     stalls: u32,
+    /// A pause does not hold it.
+    never_held: bool,
+    /// The task id of a progress event.
+    pub(crate) progress: Option<String>,
+    /// A terminal event's last edit of its progress message is done.
+    ended_progress: bool,
 }
 
 pub struct Sender {
-    api: Arc<Api>,
+    pub(crate) api: Arc<Api>,
     spool: Arc<Spool>,
     approvals: Arc<Approvals>,
     outbox: Arc<Outbox>,
-    live: Arc<Live>,
+    pub(crate) live: Arc<Live>,
     generation: u64,
     /// Tells the expiry timer that an approval now has a deadline.
     expiries: smol::channel::Sender<()>,
-    pacer: Pacer,
-    mode: ParseMode,
-    chats: HashMap<String, VecDeque<Pending>>,
+    pub(crate) pacer: Pacer,
+    pub(crate) mode: ParseMode,
+    pub(crate) chats: HashMap<String, VecDeque<Pending>>,
     /// Names of every entry in `chats`, so a second sighting is cheap to skip.
     known: HashSet<String>,
     hold_until: u64,
-    stats: Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
+    controls: Arc<Controls>,
+    pub(crate) progress: Progress,
+    /// The zone of `[notifications] timezone`, loaded per configuration.
+    zone: Zone,
+}
+
+/// The zone a configuration names; a zone that stopped loading (tzdata
+/// removed meanwhile) is UTC with a log line, never a stop.
+fn zone_of(live: &Live) -> Zone {
+    let cfg = live.get();
+    let tz = std::env::var("TZ").ok();
+    crate::tz::load(&cfg.notifications.timezone, tz.as_deref()).unwrap_or_else(|e| {
+        log::warn!("quiet hours use UTC: {e}");
+        Zone::utc()
+    })
 }
 
 enum Wake {
@@ -114,6 +139,7 @@ impl Sender {
         live: Arc<Live>,
         expiries: smol::channel::Sender<()>,
         stats: Arc<Stats>,
+        controls: Arc<Controls>,
     ) -> Result<Sender> {
         let cfg = live.get();
         let mut hold_until = spool.hold();
@@ -137,15 +163,17 @@ impl Sender {
             chats: HashMap::new(),
             known: HashSet::new(),
             stats,
+            controls,
+            progress: Progress::open(&cfg.paths.state_dir)?,
+            zone: Zone::utc(),
         };
+        s.zone = zone_of(&s.live);
         let pending = s.spool.pending()?;
-        s.add(pending.into_iter().map(|(name, i)| Queued {
-            name,
-            chat: i.chat,
-            seq: i.seq,
-            not_before: i.not_before,
-            early: None,
-        }));
+        s.add(
+            pending
+                .into_iter()
+                .map(|(name, i)| Queued::of(name, &i, None)),
+        );
         Ok(s)
     }
 
@@ -160,10 +188,14 @@ impl Sender {
                 name: q.name,
                 seq: q.seq,
                 not_before: q.not_before,
+                accepted_ms: q.accepted_ms,
                 early: q.early,
                 item: None,
                 unrecorded: Vec::new(),
                 stalls: 0,
+                never_held: q.never_held,
+                progress: q.progress,
+                ended_progress: false,
             };
             let at = list.partition_point(|x| x.seq < p.seq);
             list.insert(at, p);
@@ -176,19 +208,43 @@ impl Sender {
         self.stats
             .backlog
             .store(n as u64, std::sync::atomic::Ordering::Relaxed);
+        // Each chat's list is in acceptance order: the heads hold the oldest.
+        let oldest = self
+            .chats
+            .values()
+            .filter_map(|l| l.front().map(|p| p.accepted_ms).filter(|ms| *ms > 0))
+            .min()
+            .unwrap_or(0);
+        Stats::set(&self.stats.oldest_queued_ms, oldest);
+    }
+
+    /// Notes `item`'s outcome in `chat` for the status page.
+    fn note(&self, chat: &str, item: &Item, outcome: &'static str, error: Option<String>) {
+        self.stats.recent.note(crate::recent::Entry {
+            at_ms: clock::now_ms(),
+            event_id: item.event.event_id.clone(),
+            chat: chat.to_string(),
+            kind: item.event.kind.clone(),
+            title: item.event.title.clone(),
+            outcome,
+            error,
+        });
     }
 
     /// The chat whose next send is due soonest, and how long until then.
     fn next_due(&self) -> Option<(String, Duration)> {
         let now = Instant::now();
         let now_ms = clock::now_ms();
+        let (_, paused_until) = self.controls.get();
         self.chats
             .iter()
             .filter_map(|(chat, list)| {
                 let head = list.front()?;
+                let paused = if head.never_held { 0 } else { paused_until };
                 let wall = Duration::from_millis(
                     head.not_before
                         .max(self.hold_until)
+                        .max(paused)
                         .saturating_sub(now_ms)
                         .min(MAX_RETRY_AFTER_S * 1000),
                 );
@@ -209,6 +265,39 @@ impl Sender {
             let cfg = self.live.get();
             self.pacer.set_limits(&cfg.limits);
             self.mode = cfg.telegram.parse_mode;
+            self.zone = zone_of(&self.live);
+        }
+    }
+
+    /// During a pause, an entry a pause does not hold (an approval, an
+    /// urgent event) goes before the held ones of its chat, which keep
+    /// their order behind it.
+    fn let_unheld_pass(&mut self) {
+        let (_, paused_until) = self.controls.get();
+        if paused_until <= clock::now_ms() {
+            return;
+        }
+        for list in self.chats.values_mut() {
+            let Some(head) = list.front() else { continue };
+            // A head Telegram has taken parts of is finished first.
+            if head.never_held || head.item.is_some() || !head.unrecorded.is_empty() {
+                continue;
+            }
+            if let Some(i) = list.iter().position(|p| p.never_held) {
+                if let Some(p) = list.remove(i) {
+                    list.push_front(p);
+                }
+            }
+        }
+    }
+
+    /// Mute, pause and quiet hours as they stand now.
+    pub(crate) fn quiet(&self, now_ms: u64) -> Quiet {
+        let (muted_until, paused_until) = self.controls.get();
+        Quiet {
+            muted_until,
+            paused_until,
+            quiet_hours: notify::in_quiet_hours(&self.live.get().notifications, &self.zone, now_ms),
         }
     }
 
@@ -223,6 +312,7 @@ impl Sender {
             while let Ok(batch) = rx.try_recv() {
                 self.add(batch);
             }
+            self.let_unheld_pass();
             let recv = async {
                 match rx.recv().await {
                     Ok(b) => Wake::New(b),
@@ -255,7 +345,7 @@ impl Sender {
         }
     }
 
-    fn pop(&mut self, chat: &str) {
+    pub(crate) fn pop(&mut self, chat: &str) {
         if let Some(list) = self.chats.get_mut(chat) {
             if let Some(p) = list.pop_front() {
                 self.known.remove(&p.name);
@@ -269,7 +359,13 @@ impl Sender {
 
     /// Keeps the head of `chat` with what is known of it, to take up again
     /// after a backoff: a hand-off step failed.
-    fn stall(&mut self, chat: &str, item: Option<Item>, unrecorded: Vec<(usize, i64)>, e: &Error) {
+    pub(crate) fn stall(
+        &mut self,
+        chat: &str,
+        item: Option<Item>,
+        unrecorded: Vec<(usize, i64)>,
+        e: &Error,
+    ) {
         self.stats.state_error();
         let Some(p) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) else {
             return;
@@ -305,6 +401,7 @@ impl Sender {
             return;
         };
         let name = front.name.clone();
+        let ended = front.ended_progress;
         let early = front.early.take();
         let kept = front.item.take();
         let mut unrecorded = std::mem::take(&mut front.unrecorded);
@@ -337,6 +434,23 @@ impl Sender {
             }
             unrecorded.clear();
         }
+        if progress::is_progress(&item.event) {
+            self.send_progress(chat, &name, item, early).await;
+            return;
+        }
+        if progress::is_terminal(&item.event)
+            && item.parts_sent == 0
+            && !ended
+            && self.end_progress(chat, &item).await
+        {
+            // The send itself waits for its turn with the pacer.
+            if let Some(p) = self.chats.get_mut(chat).and_then(|l| l.front_mut()) {
+                p.item = Some(item);
+                p.early = early;
+                p.ended_progress = true;
+            }
+            return;
+        }
         let mode = if item.plain {
             ParseMode::Plain
         } else {
@@ -351,7 +465,9 @@ impl Sender {
         let api = self.api.clone();
         let to = chat.to_string();
         let started = Instant::now();
-        let result = smol::unblock(move || api.send_message(&to, &part)).await;
+        let now_ms = clock::now_ms();
+        let silent = notify::silent(&item.event, &self.quiet(now_ms), now_ms);
+        let result = smol::unblock(move || api.send_message(&to, &part, silent)).await;
         self.stats.telegram_request.observe(started.elapsed());
         if let Some((_, durable)) = early {
             // Nothing about this entry may be recorded before it exists.
@@ -386,21 +502,34 @@ impl Sender {
                     }
                 }
             }
-            Err(e) if e.is_bad_entities() && !item.plain => {
+            Err(e) => self.failed(chat, &name, item, e),
+        }
+    }
+
+    /// What a failed or refused call for `item` in `chat` leaves on disk.
+    pub(crate) fn failed(&mut self, chat: &str, name: &str, mut item: Item, e: Error) {
+        match e {
+            e if e.is_bad_entities() && !item.plain => {
                 log::warn!(
                     "Telegram refused the formatting of event {} ({e}); sending it as plain text",
                     item.event.event_id
                 );
                 item.plain = true;
-                self.save_retry(chat, &name, &mut item, 0, e);
+                self.save_retry(chat, name, &mut item, 0, e);
             }
-            Err(Error::Telegram {
+            Error::Telegram {
                 status: 429,
                 retry_after,
                 ..
-            }) => {
+            } => {
                 let secs = retry_after.unwrap_or(5).min(MAX_RETRY_AFTER_S);
                 self.hold_until = clock::now_ms() + secs * 1000;
+                self.note(
+                    chat,
+                    &item,
+                    "pending",
+                    Some("Telegram rate limit (429)".into()),
+                );
                 Stats::bump(&self.stats.send_retries);
                 if !item.pending_notified
                     && self.notify(
@@ -423,7 +552,7 @@ impl Sender {
                     "Telegram asks to wait {secs} s (429 Too Many Requests); all sends held"
                 );
             }
-            Err(e) if e.is_retryable() => {
+            e if e.is_retryable() => {
                 item.attempts += 1;
                 let wait = backoff_ms(item.attempts);
                 log::warn!(
@@ -434,14 +563,15 @@ impl Sender {
                     clock_hint(&e)
                 );
                 Stats::bump(&self.stats.send_retries);
+                self.note(chat, &item, "pending", Some(e.to_string()));
                 if !item.pending_notified
                     && self.notify(chat, &item, Status::Pending, Some(&e.to_string()))
                 {
                     item.pending_notified = true;
                 }
-                self.save_retry(chat, &name, &mut item, wait, e);
+                self.save_retry(chat, name, &mut item, wait, e);
             }
-            Err(e) => {
+            e => {
                 log::error!(
                     "Telegram refused event {} for chat {chat}; kept in undeliverable/: {e}",
                     item.event.event_id
@@ -456,12 +586,13 @@ impl Sender {
                     return;
                 }
                 Stats::bump(&self.stats.send_failures);
+                self.note(chat, &item, "failed", Some(e.to_string()));
                 self.pop(chat);
             }
         }
     }
 
-    fn record(&self, chat: &str, item: &Item, parts: &[(usize, i64)]) -> Result<()> {
+    pub(crate) fn record(&self, chat: &str, item: &Item, parts: &[(usize, i64)]) -> Result<()> {
         self.spool
             .record_sent(chat, parts, &item.event, clock::now_ms())
     }
@@ -508,10 +639,11 @@ impl Sender {
 
     /// The hand-off of a delivered entry: button record, webhook, then the
     /// queue entry goes. A failed step keeps the entry to try again.
-    async fn finish(&mut self, chat: &str, name: &str, item: Item) {
+    pub(crate) async fn finish(&mut self, chat: &str, name: &str, item: Item) {
         match self.finish_steps(chat, name, &item) {
             Ok(decided) => {
                 Stats::bump(&self.stats.events_delivered);
+                self.note(chat, &item, "delivered", None);
                 if item.accepted_ms > 0 {
                     let ms = clock::age_ms(item.accepted_ms, clock::now_ms());
                     self.stats.event_delivery.observe(Duration::from_millis(ms));
@@ -559,6 +691,9 @@ impl Sender {
         );
         let source = processed_source(&item.event.event_id, chat, Status::Delivered);
         self.outbox.enqueue("event_processed", &source, &payload)?;
+        if progress::is_terminal(&item.event) {
+            self.progress.remove(chat, &item.event.task_id)?;
+        }
         self.spool.remove(name)?;
         Ok(decided)
     }

@@ -106,16 +106,7 @@ impl std::fmt::Display for NotAList {
     }
 }
 
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
+use crate::event::kind_of;
 
 /// Reads `result` of `getUpdates`: one entry per update, each parsed on its
 /// own so that one bad update does not hide the others.

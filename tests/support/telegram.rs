@@ -49,6 +49,10 @@ pub struct Sent {
     pub at: Instant,
     /// Unix time, as in the Message object.
     pub date: i64,
+    /// The forum topic it was sent into (`message_thread_id`).
+    pub thread_id: Option<i64>,
+    /// Sent with `disable_notification`: arrives without sound.
+    pub silent: bool,
 }
 
 /// One request to a method, recorded on arrival. `status` stays 0 while it
@@ -160,6 +164,9 @@ impl State {
         let (id, from, chat) = (m.message_id, bot_user(self.bot_id), chat_json(&m.chat_id));
         let mut v =
             json!({"message_id": id, "from": from, "chat": chat, "date": m.date, "text": m.text});
+        if let Some(t) = m.thread_id {
+            (v["message_thread_id"], v["is_topic_message"]) = (json!(t), json!(true));
+        }
         // Telegram only shows inline keyboards in the Message it returns.
         if let Some(k) = m
             .reply_markup
@@ -197,6 +204,13 @@ impl State {
         let chat_id = self.chat_param(p)?;
         let (raw_text, text, parse_mode) = content(p)?;
         let reply_markup = markup(p)?;
+        let thread_id = int_param(p, "message_thread_id");
+        // Topics exist in supergroups only; elsewhere Telegram refuses them.
+        if thread_id.is_some_and(|t| t <= 0 || !chat_id.starts_with('-')) {
+            return Err(bad("message thread not found"));
+        }
+        let silent = matches!(param(p, "disable_notification"), Some(Value::Bool(true)))
+            || str_param(p, "disable_notification").as_deref() == Some("true");
         let reply = json_param(p, "reply_parameters").ok().flatten();
         let reply = reply.and_then(|r| r.get("message_id")?.as_i64());
         if let Some(id) = int_param(p, "reply_to_message_id").or(reply) {
@@ -215,6 +229,8 @@ impl State {
             reply_markup,
             at,
             date,
+            thread_id,
+            silent,
         };
         self.messages.push(sent.clone());
         self.current.insert(message_id, sent.clone());
@@ -576,6 +592,11 @@ impl FakeTelegram {
     /// Every call with this token answers 401 Unauthorized, as for a revoked token.
     pub fn refuse_token(&self, token: &str) {
         self.lock().refused_tokens.insert(token.to_string());
+    }
+
+    /// The message is deleted (by a person): edits of it are refused.
+    pub fn delete_message(&self, message_id: i64) {
+        self.lock().current.remove(&message_id);
     }
 
     /// Requests for this chat answer "chat not found".

@@ -25,6 +25,9 @@ const INSTALL: &[(&str, &str)] = &[
     ("node", "apt-get install nodejs npm"),
     ("npm", "apt-get install npm"),
     ("python3", "apt-get install python3 python3-pip"),
+    ("chromium", "apt-get install chromium"),
+    ("ip", "apt-get install iproute2"),
+    ("unshare", "apt-get install util-linux"),
 ];
 
 /// The message for a missing `what`, installed by `install`.
