@@ -1879,4 +1879,91 @@ fn main() {
              quiet machine."
         );
     }
+    println!();
+    fleet_latency(&bin);
+}
+
+/// Events through one broker: a device's event file renamed in, published
+/// QoS 1 to a Mosquitto on 127.0.0.1, taken by the hub into its events
+/// directory and sent to the fake Bot API. One event at a time, like the
+/// latency run above. Skipped (said so) without a `mosquitto` binary.
+fn fleet_latency(bin: &Path) {
+    const FLEET_EVENTS: usize = 100;
+    let program = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    let Some(program) = program else {
+        println!("fleet: skipped, mosquitto is not installed (apt-get install mosquitto)");
+        return;
+    };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("its port").port()
+    };
+    let tg = FakeTelegram::start();
+    let mqtt = |role: &str, name: &str| {
+        format!(
+            "\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nrole = \"{role}\"\ndevice = \"{name}\"\n"
+        )
+    };
+    let hub = Workdir::new(&tg.url(), "fleet-hub", &mqtt("hub", "hub"));
+    let dev = Workdir::new(&tg.url(), "fleet-dev", &mqtt("device", "bench-pi"));
+    let conf = hub.root.join("mosquitto.conf");
+    fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nlog_type error\nuser root\n"),
+    )
+    .expect("write the broker config");
+    let mut broker = Command::new(&program)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
+    let end = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "mosquitto does not accept");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut h = Daemon::start(bin, &hub);
+    let mut d = Daemon::start(bin, &dev);
+    let mut seen = 0;
+    // Warm: both connected, the first event through.
+    let (tmp, dst) = dev.stage("fw", &event("fleet-warm", "fleet-warm-end"));
+    fs::rename(&tmp, &dst).unwrap();
+    wait_marker(&tg, seen, "fleet-warm-end");
+    seen += 1;
+    let mut lat = Vec::with_capacity(FLEET_EVENTS);
+    for i in 0..FLEET_EVENTS {
+        let marker = format!("fleet-{i:04}-end");
+        let (tmp, dst) = dev.stage(&format!("f{i}"), &event(&format!("bench-f{i}"), &marker));
+        let t0 = Instant::now();
+        fs::rename(&tmp, &dst).unwrap();
+        let at = wait_marker(&tg, seen, &marker);
+        lat.push(ms(at.saturating_duration_since(t0)));
+        seen += 1;
+        dev.wait_queue_empty();
+        hub.wait_queue_empty();
+    }
+    h.assert_running();
+    d.assert_running();
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "fleet latency: device event file renamed in -> broker -> hub -> sendMessage accepted, \
+         {FLEET_EVENTS} events, one at a time"
+    );
+    println!(
+        "  p50 {:.3} ms   p95 {:.3} ms   p99 {:.3} ms   max {:.3} ms",
+        percentile(&lat, 50.0),
+        percentile(&lat, 95.0),
+        percentile(&lat, 99.0),
+        lat[lat.len() - 1]
+    );
+    drop(d);
+    drop(h);
+    let _ = broker.kill();
+    let _ = broker.wait();
 }

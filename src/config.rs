@@ -117,6 +117,8 @@ pub struct Route {
     pub types: Vec<String>,
     /// Exact sources; empty: any source.
     pub sources: Vec<String>,
+    /// Fleet devices (CONTRACT section 10); empty: any device, or none.
+    pub devices: Vec<String>,
     pub chats: Vec<String>,
 }
 
@@ -159,6 +161,8 @@ pub struct Config {
     pub health: Health,
     pub notifications: Notifications,
     pub routes: Vec<Route>,
+    /// `[mqtt]`: fleet mode (CONTRACT section 10).
+    pub mqtt: crate::fleet::settings::Mqtt,
 }
 
 /// The longest delay any setting may ask for.
@@ -231,9 +235,10 @@ const KNOWN: &[(&str, &[&str])] = &[
         "notifications",
         &["quiet_hours", "timezone", "progress_min_edit_seconds"],
     ),
+    ("mqtt", crate::fleet::settings::KEYS),
 ];
 
-const ROUTE_KEYS: &[&str] = &["types", "sources", "chats"];
+const ROUTE_KEYS: &[&str] = &["types", "sources", "devices", "chats"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -288,6 +293,7 @@ impl Default for Config {
                 progress_min_edit_seconds: 3,
             },
             routes: Vec::new(),
+            mqtt: Default::default(),
         }
     }
 }
@@ -659,6 +665,8 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>)> {
     )?;
     c.routes = routes(&root)?;
 
+    c.mqtt = crate::fleet::settings::parse(&root)?;
+
     Ok((c, warnings))
 }
 
@@ -718,9 +726,17 @@ fn routes(root: &Map<String, Value>) -> Result<Vec<Route>> {
                 "a route needs at least one chat",
             ));
         }
+        let devices = strings("devices")?;
+        if let Some(bad) = devices.iter().find(|d| !crate::fleet::settings::name_ok(d)) {
+            return Err(Error::config(
+                key("devices"),
+                format!("\"{bad}\" is not a device name (letters, digits, - _ .)"),
+            ));
+        }
         out.push(Route {
             types: strings("types")?,
             sources: strings("sources")?,
+            devices,
             chats,
         });
     }
@@ -776,6 +792,7 @@ pub fn apply_env(c: &mut Config, get: impl Fn(&str) -> Option<String>) -> Result
     if let Some(v) = get("CCTELEGRAM_WEBHOOK_SECRET") {
         c.webhook.secret = v;
     }
+    crate::fleet::settings::apply_env(&mut c.mqtt, &get);
     Ok(())
 }
 
@@ -835,7 +852,9 @@ pub fn validate(c: &Config, run_daemon: bool) -> Result<()> {
     if !c.notifications.timezone.is_empty() {
         crate::tz::load(&c.notifications.timezone, None)?;
     }
-    if run_daemon && t.bot_token.is_empty() {
+    crate::fleet::settings::validate(&c.mqtt)?;
+    // A fleet device forwards its events to the hub, which owns the bot.
+    if run_daemon && t.bot_token.is_empty() && !c.mqtt.is_device() {
         return Err(Error::config(
             "telegram.bot_token",
             "is not set; set TELEGRAM_BOT_TOKEN or [telegram] bot_token",
@@ -1096,6 +1115,10 @@ fn toml_str(s: &str) -> String {
 impl Config {
     /// Where notifications go: `chat_ids`, else each allowed user's private chat.
     pub fn target_chats(&self) -> Vec<String> {
+        if self.mqtt.is_device() {
+            // One queue entry per event: the hub fans out to the chats.
+            return vec![crate::fleet::DEVICE_QUEUE.into()];
+        }
         if self.telegram.chat_ids.is_empty() {
             self.telegram
                 .allowed_users
@@ -1247,8 +1270,12 @@ impl Config {
             if !r.sources.is_empty() {
                 let _ = writeln!(s, "sources = {}", list(&r.sources, true));
             }
+            if !r.devices.is_empty() {
+                let _ = writeln!(s, "devices = {}", list(&r.devices, true));
+            }
             let _ = writeln!(s, "chats = {}", list(&r.chats, true));
         }
+        crate::fleet::settings::masked(&self.mqtt, &mut s);
         s
     }
 
@@ -1261,11 +1288,14 @@ impl Config {
             } else {
                 r.types.join(", ")
             };
-            let sources = if r.sources.is_empty() {
+            let mut sources = if r.sources.is_empty() {
                 String::new()
             } else {
                 format!(" from {}", r.sources.join(", "))
             };
+            if !r.devices.is_empty() {
+                sources.push_str(&format!(" on device {}", r.devices.join(", ")));
+            }
             let _ = writeln!(
                 s,
                 "#   route {}: {types}{sources} -> {}",
@@ -1294,7 +1324,7 @@ impl Config {
                 let dest = match self
                     .routes
                     .iter()
-                    .find(|r| r.sources.is_empty() && r.matches(t, ""))
+                    .find(|r| r.sources.is_empty() && r.devices.is_empty() && r.matches(t, ""))
                 {
                     Some(r) => r.chats.join(", "),
                     None => to.clone(),
@@ -1309,6 +1339,24 @@ impl Config {
             }
         }
         s
+    }
+
+    /// Where `ev` goes: the first route matching its type, source and
+    /// device (fleet mode), else [`Config::target_chats`]. A fleet device
+    /// hands everything to the hub, which routes.
+    pub fn chats_for_event(&self, ev: &crate::event::Event) -> Vec<String> {
+        if self.mqtt.is_device() {
+            return self.target_chats();
+        }
+        let device = crate::fleet::device_of(ev);
+        match self.routes.iter().find(|r| {
+            r.matches(&ev.kind, &ev.source)
+                && (r.devices.is_empty()
+                    || device.is_some_and(|d| r.devices.iter().any(|x| x == d)))
+        }) {
+            Some(r) => r.chats.clone(),
+            None => self.target_chats(),
+        }
     }
 }
 
@@ -1570,6 +1618,49 @@ headers = { Authorization = "Bearer very-secret" }
         }
         let (_, w) = parse("[webhook]\nsecret = \"a\"\nsecrets = [\"b\"]").unwrap();
         assert!(w[0].contains("webhook.secret is ignored"), "{w:?}");
+    }
+
+    #[test]
+    fn routes_name_fleet_devices() {
+        let (c, w) = parse(
+            r#"
+[telegram]
+chat_ids = [111]
+[[route]]
+devices = ["pi2"]
+types = ["build_*"]
+chats = ["-100123/17"]
+[[route]]
+devices = ["pi2"]
+chats = [222]
+"#,
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let ev = |kind: &str, device: Option<&str>| {
+            let mut e = crate::event::parse(
+                format!(r#"{{"type":"{kind}","title":"t"}}"#).as_bytes(),
+                "now",
+                || "x".into(),
+            )
+            .unwrap();
+            if let Some(d) = device {
+                e.data.insert("device".into(), serde_json::json!(d));
+            }
+            e
+        };
+        assert_eq!(
+            c.chats_for_event(&ev("build_failed", Some("pi2"))),
+            ["-100123/17"]
+        );
+        assert_eq!(
+            c.chats_for_event(&ev("info_notification", Some("pi2"))),
+            ["222"]
+        );
+        assert_eq!(c.chats_for_event(&ev("build_failed", Some("pi1"))), ["111"]);
+        assert_eq!(c.chats_for_event(&ev("build_failed", None)), ["111"]);
+        let bad = parse("[[route]]\ndevices = [\"a/b\"]\nchats = [1]\n").unwrap_err();
+        assert!(bad.to_string().contains("route[1].devices"), "{bad}");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     let memory_threshold_mb = cfg.health.memory_threshold_mb;
     let listen = cfg.health.listen.clone();
     let events_dir = cfg.paths.events_dir.clone();
+    let fleet = crate::fleet::start(&cfg.mqtt, &state_dir)?;
     let live = Arc::new(Live::new(cfg, path));
     let stop = Arc::new(Stop::default());
     let (tx, rx) = smol::channel::unbounded();
@@ -112,6 +113,34 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
             clock::iso8601(clock::now_ms())
         );
     }
+    // Fleet mode: a device sends to the broker instead of Telegram; a hub
+    // also serves every device's events and answers.
+    let device = match &fleet {
+        Some(f) if f.role == crate::fleet::settings::Role::Device => {
+            Some(crate::fleet::device::Device {
+                fleet: f.clone(),
+                live: live.clone(),
+                spool: spool.clone(),
+                responses: responses.clone(),
+                answered: Records::open(&state_dir, "fleet_answered")?,
+                stats: stats.clone(),
+            })
+        }
+        _ => None,
+    };
+    let hub = match &fleet {
+        Some(f) if f.role == crate::fleet::settings::Role::Hub => {
+            let hub = crate::fleet::hub::Hub::new(
+                f.clone(),
+                live.clone(),
+                events_dir.clone(),
+                &state_dir,
+            )?;
+            hub.forward_responses(&responses);
+            Some(hub)
+        }
+        _ => None,
+    };
     let hold_spool = spool.clone();
     let monitor = Arc::new(Monitor {
         api: api.clone(),
@@ -139,7 +168,27 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     // One thread runs every task; blocking work goes to smol's pool.
     let ex = Rc::new(LocalExecutor::new());
     let http = http::serve(ex.clone(), &listen, monitor.clone());
-    let sending = ex.spawn(sender.run(rx, stop.clone()));
+    let sending = match device {
+        Some(d) => ex.spawn(d.run(rx, stop.clone()).boxed_local()),
+        None => ex.spawn(sender.run(rx, stop.clone()).boxed_local()),
+    };
+    let is_device = fleet
+        .as_ref()
+        .is_some_and(|f| f.role == crate::fleet::settings::Role::Device);
+    let polling = if is_device {
+        std::future::pending().boxed_local()
+    } else {
+        poller.run().boxed_local()
+    };
+    let expiry = if is_device {
+        std::future::pending().boxed_local()
+    } else {
+        expiry.boxed_local()
+    };
+    let hubbing = match hub {
+        Some(h) => h.run(stop.clone()).boxed_local(),
+        None => std::future::pending().boxed_local(),
+    };
     let delivering = ex.spawn(outbox.clone().run(stop.clone()));
     let control = async {
         loop {
@@ -163,8 +212,9 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     };
     let background = async {
         let _ = watch::run(ingest, stop.clone())
-            .or(poller.run())
+            .or(polling)
             .or(expiry)
+            .or(hubbing)
             .or(monitor.run(stop.clone()))
             .or(http)
             .await;

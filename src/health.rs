@@ -449,8 +449,12 @@ impl Monitor {
         loop {
             let started = Instant::now();
             let api = self.api.clone();
-            let me =
-                smol::unblock(move || api.call("getMe", &json!({}), Duration::from_secs(10))).await;
+            // A fleet device has no bot: nothing to ask Telegram.
+            let me = if crate::fleet::is_device() {
+                Ok(json!({}))
+            } else {
+                smol::unblock(move || api.call("getMe", &json!({}), Duration::from_secs(10))).await
+            };
             let telegram_rate_limited =
                 matches!(&me, Err(crate::Error::Telegram { status: 429, .. }));
             let delivered = Stats::get(&self.stats.webhooks_delivered);
@@ -492,11 +496,13 @@ impl Monitor {
                 now_ms: clock::now_ms(),
             };
             last_check_ms = inputs.now_ms;
-            let checks = evaluate(&inputs);
+            let mut checks = evaluate(&inputs);
+            crate::fleet::health_checks(&mut checks);
             let status = status_of(&checks);
             let uptime = self.started.elapsed().as_secs();
             let mut body = health_object(status, Some(previous), &checks, uptime, &self.stats);
             body["webhooks"] = figures::health_json(&figures);
+            crate::fleet::health_body(&mut body);
             if let Some((alert_type, message)) = transition(previous, status, &checks) {
                 log::warn!("health is now {}: {message}", status.name());
                 let p = payload::health_update(

@@ -260,7 +260,7 @@ impl Ingest {
                 .flat_map(|((_, ev), taken)| {
                     // Routes are read per batch, so SIGHUP applies to what
                     // is accepted next.
-                    let chats = cfg.chats_for(&ev.kind, &ev.source);
+                    let chats = cfg.chats_for_event(ev);
                     let all = chats.clone();
                     chats
                         .into_iter()

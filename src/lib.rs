@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod event;
+pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod ingest;

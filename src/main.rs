@@ -535,6 +535,7 @@ fn status_table(h: &serde_json::Value) -> String {
         }
     }
     out.push_str(&cctelegram::webhook::figures::status_lines(h));
+    out.push_str(&cctelegram::fleet::status_table(h));
     out
 }
 
@@ -558,7 +559,7 @@ fn check_config(args: &Args) -> Result<()> {
     print!("{}", cfg.masked());
     println!("\n# where events go (first matching route, else chat_ids):");
     print!("{}", cfg.where_events_go());
-    if cfg.telegram.bot_token.is_empty() {
+    if cfg.telegram.bot_token.is_empty() && !cfg.mqtt.is_device() {
         eprintln!("note: no bot token is set; 'cctelegram run' needs TELEGRAM_BOT_TOKEN or [telegram] bot_token");
     }
     Ok(())

@@ -22,8 +22,14 @@ use crate::spool;
 /// the answers.
 pub const MODE: u32 = 0o640;
 
+/// Told of every response before its file is written: the source it
+/// answers (stable across a replay), the file name and the body. The fleet
+/// hub uses it to owe the answer to the device the event came from.
+pub type Forward = Box<dyn Fn(&str, &str, &Value) + Send + Sync>;
+
 pub struct Responses {
     pub dir: PathBuf,
+    forward: std::sync::OnceLock<Forward>,
     /// Update ids at or after the saved offset that already have a file.
     handled: Mutex<HashSet<i64>>,
 }
@@ -52,8 +58,19 @@ impl Responses {
         }
         Ok(Responses {
             dir: dir.to_path_buf(),
+            forward: std::sync::OnceLock::new(),
             handled: Mutex::new(handled),
         })
+    }
+
+    pub fn set_forward(&self, f: Forward) {
+        let _ = self.forward.set(f);
+    }
+
+    fn forwarded(&self, source: &str, name: &str, body: &Value) {
+        if let Some(f) = self.forward.get() {
+            f(source, name, body);
+        }
     }
 
     pub fn is_handled(&self, update_id: i64) -> bool {
@@ -69,6 +86,7 @@ impl Responses {
             "telegram_{kind}_{user_id}_{}_{update_id}.json",
             clock::compact_stamp(clock::now_ms())
         );
+        self.forwarded(&format!("{kind}_{user_id}_{update_id}"), &name, body);
         let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
         bytes.push(b'\n');
         spool::write_atomic(&self.dir, &name, &bytes, MODE)?;
@@ -98,6 +116,7 @@ impl Responses {
             "telegram_expired_{}_{key}.json",
             clock::compact_stamp(clock::now_ms())
         );
+        self.forwarded(&format!("expired_{key}"), &name, body);
         let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
         bytes.push(b'\n');
         spool::write_atomic(&self.dir, &name, &bytes, MODE)?;

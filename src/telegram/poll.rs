@@ -717,7 +717,7 @@ impl Poller {
             Stats::get(&s.send_retries),
             Stats::get(&s.send_failures),
             Stats::get(&s.responses_written),
-        )
+        ) + &crate::fleet::status_lines()
     }
 }
 

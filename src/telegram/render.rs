@@ -152,6 +152,9 @@ fn lines_of(ev: &Event) -> Vec<Line> {
         (Style::Plain, format!("{} ", emoji(&ev.kind))),
         (Style::Bold, ev.title.clone()),
     ]];
+    if let Some(device) = crate::fleet::device_of(ev) {
+        lines.push(vec![(Style::Plain, format!("🖥 {device}"))]);
+    }
     let description = ev.description.trim_end();
     if !description.is_empty() {
         text_lines(&mut lines, description, Style::Plain);

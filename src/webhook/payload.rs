@@ -75,12 +75,17 @@ pub fn event_processed(
     if let Some(e) = error {
         event["error"] = json!(e);
     }
-    json!({
+    let mut p = json!({
         "webhook_type": "event_processed",
         "timestamp": clock::iso8601(now_ms),
         "event": event,
         "bridge_info": info.value(),
-    })
+    });
+    // Fleet mode: the hub names the device the event came from.
+    if let Some(d) = crate::fleet::device_of(ev) {
+        p["bridge_info"]["device"] = json!(d);
+    }
+    p
 }
 
 /// Who answered, as the Bot API's `from` has it.
@@ -119,7 +124,7 @@ pub fn user_response(
     now_ms: u64,
     info: &BridgeInfo,
 ) -> Value {
-    json!({
+    let mut p = json!({
         "webhook_type": "user_response",
         "timestamp": clock::iso8601(now_ms),
         "response": {
@@ -146,7 +151,12 @@ pub fn user_response(
             "options": original.options,
         },
         "bridge_info": info.value(),
-    })
+    });
+    // Fleet mode: the hub names the device the answered event came from.
+    if let Some(d) = answer.event_id.and_then(crate::fleet::device_of_event) {
+        p["bridge_info"]["device"] = json!(d);
+    }
+    p
 }
 
 /// `health_update`: `health` is the health object of `GET /health`.
