@@ -323,6 +323,62 @@ impl Approvals {
 mod tests {
     use super::*;
 
+    fn approval(task: &str, timeout: Option<u32>) -> Event {
+        let data = match timeout {
+            Some(t) => format!(r#","data":{{"timeout_minutes":{t}}}"#),
+            None => String::new(),
+        };
+        crate::event::parse(
+            format!(r#"{{"type":"approval_request","title":"t","task_id":"{task}"{data}}}"#)
+                .as_bytes(),
+            "now",
+            String::new,
+        )
+        .unwrap()
+    }
+
+    /// Growth (issue 9): decided approvals go after 30 days, never-decided
+    /// ones without a timeout after 90, and an expiry is never pruned early.
+    #[test]
+    fn records_are_pruned_once_decided_or_forgotten_and_retention_has_passed() {
+        let d = std::env::temp_dir().join(format!("cct-appr-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let a = Approvals::new(Records::open(&d, "buttons").unwrap());
+        let day = 86_400_000;
+        let t0 = clock::PLAUSIBLE_MS + 10 * day;
+        for (task, timeout) in [
+            ("decided", None),
+            ("forgotten", None),
+            ("expiring", Some(60)),
+        ] {
+            let ev = approval(task, timeout);
+            a.record(&ev).unwrap();
+            a.delivered(&ev, "1", 7, t0).unwrap();
+        }
+        let decision = Decision {
+            option: Some("Approve".into()),
+            callback_data: None,
+            user_id: Some(1),
+            username: None,
+            first_name: None,
+            at: t0,
+            update_id: Some(1),
+        };
+        a.decide(&button_key("decided"), decision, |_| Ok(()))
+            .unwrap();
+        let names = |a: &Approvals| a.records.names().unwrap().len();
+        // Within every retention: all three kept; the expiry is due in an hour.
+        let due = a.expiries(t0 + 29 * day).unwrap();
+        assert_eq!(names(&a), 3);
+        assert_eq!(due, vec![(0, button_key("expiring"))]);
+        a.expiries(t0 + 31 * day).unwrap();
+        assert_eq!(names(&a), 2, "the decided one goes after 30 days");
+        a.expiries(t0 + 91 * day).unwrap();
+        assert_eq!(names(&a), 1, "the forgotten one goes after 90 days");
+        assert!(a.get(&button_key("expiring")).unwrap().is_some());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn callback_data_resolves_to_key_and_option() {
         assert_eq!(
