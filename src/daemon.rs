@@ -134,7 +134,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         expiry_rx,
         stop.clone(),
     );
-    // One thread runs every task; blocking work goes to smol's pool.
+    // One thread runs every task; blocking work goes to crate::pool.
     let ex = Rc::new(LocalExecutor::new());
     let http = http::serve(ex.clone(), &listen, monitor.clone());
     let sending = ex.spawn(sender.run(rx, stop.clone()));

@@ -445,8 +445,10 @@ impl Monitor {
         loop {
             let started = Instant::now();
             let api = self.api.clone();
-            let me =
-                smol::unblock(move || api.call("getMe", &json!({}), Duration::from_secs(10))).await;
+            let me = crate::pool::unblock(move || {
+                api.call("getMe", &json!({}), Duration::from_secs(10))
+            })
+            .await;
             let telegram_rate_limited =
                 matches!(&me, Err(crate::Error::Telegram { status: 429, .. }));
             let delivered = Stats::get(&self.stats.webhooks_delivered);

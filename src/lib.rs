@@ -25,6 +25,7 @@ pub mod init;
 pub mod mcp;
 pub mod net;
 pub mod notify;
+pub mod pool;
 pub mod reload;
 pub mod responses;
 pub mod signals;

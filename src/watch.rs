@@ -87,7 +87,7 @@ async fn watch(ingest: &Arc<Ingest>) -> Result<()> {
         let mut look_again = None;
         if !names.is_empty() {
             let ing = ingest.clone();
-            match smol::unblock(move || ing.batch(names)).await {
+            match crate::pool::unblock(move || ing.batch(names)).await {
                 Ok(done) => look_again = done.look_again,
                 Err(e) => {
                     log::error!(
