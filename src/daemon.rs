@@ -137,7 +137,13 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     // One thread runs every task; blocking work goes to crate::pool.
     let ex = Rc::new(LocalExecutor::new());
     let http = http::serve(ex.clone(), &listen, monitor.clone());
-    let sending = ex.spawn(sender.run(rx, stop.clone()));
+    // The sender has a thread of its own and calls Telegram on it: no
+    // hand-off to a pool thread and back for every message.
+    let sender_stop = stop.clone();
+    let sending = crate::pool::unblock(move || smol::block_on(sender.run(rx, sender_stop)));
+    // So has the watcher, which accepts a batch inline.
+    let watch_stop = stop.clone();
+    let watching = crate::pool::unblock(move || smol::block_on(watch::run(ingest, watch_stop)));
     let delivering = ex.spawn(outbox.clone().run(stop.clone()));
     let control = async {
         loop {
@@ -160,8 +166,8 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         }
     };
     let background = async {
-        let _ = watch::run(ingest, stop.clone())
-            .or(poller.run())
+        let _ = poller
+            .run()
             .or(expiry)
             .or(monitor.run(stop.clone()))
             .or(http)
@@ -174,6 +180,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         stop.set();
         let finished = async {
             let _ = sending.await;
+            let _ = watching.await;
             let _ = delivering.await;
             true
         };

@@ -56,10 +56,9 @@ impl Pool {
         }
         if st.threads < MAX_THREADS {
             st.threads += 1;
-            let n = st.threads;
             drop(st);
             let spawned = std::thread::Builder::new()
-                .name(format!("pool-{n}"))
+                .name("pool".into())
                 .stack_size(256 * 1024)
                 .spawn(move || self.work());
             if let Err(e) = spawned {
@@ -87,15 +86,12 @@ impl Pool {
     }
 }
 
-/// What a job ended with: its value, or its panic.
-type Outcome<T> = std::thread::Result<T>;
-
-/// Waiting for a job's outcome (`None`: it ended without one).
-type Waiting<T> = Pin<Box<dyn Future<Output = Option<Outcome<T>>> + Send>>;
+/// Waiting for a job's value (`None`: it ended without one, a panic).
+type Waiting<T> = Pin<Box<dyn Future<Output = Option<T>> + Send>>;
 
 /// The result of a job on the pool.
 pub struct Job<T> {
-    rx: smol::channel::Receiver<Outcome<T>>,
+    rx: smol::channel::Receiver<T>,
     recv: Option<Waiting<T>>,
 }
 
@@ -107,8 +103,7 @@ where
 {
     let (tx, rx) = smol::channel::bounded(1);
     pool().submit(Box::new(move || {
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        let _ = tx.try_send(out);
+        let _ = tx.try_send(f());
     }));
     Job { rx, recv: None }
 }
@@ -142,12 +137,12 @@ impl<T: Send + 'static> Future for Job<T> {
     }
 }
 
-/// A job that panicked panics its awaiter, as smol's `unblock` does.
-fn finish<T>(out: Option<Outcome<T>>) -> T {
+/// A job that panicked panics its awaiter too, as smol's `unblock` does
+/// (the release build aborts at the first panic anyway).
+fn finish<T>(out: Option<T>) -> T {
     match out {
-        Some(Ok(v)) => v,
-        Some(Err(p)) => std::panic::resume_unwind(p),
-        None => panic!("a blocking job ended without a result"),
+        Some(v) => v,
+        None => panic!("a blocking job panicked"),
     }
 }
 

@@ -305,7 +305,8 @@ impl Sender {
     }
 
     /// Sends until the channel closes or `stop` is set; a send in flight
-    /// is finished and recorded first.
+    /// is finished and recorded first. Run it on a thread of its own: it
+    /// calls Telegram inline.
     pub async fn run(mut self, rx: Receiver<Vec<Queued>>, stop: Arc<Stop>) -> Result<()> {
         loop {
             if stop.is_set() {
@@ -589,12 +590,12 @@ impl Sender {
             return;
         };
         self.pacer.sent(chat, Instant::now());
-        let api = self.api.clone();
-        let to = chat.to_string();
         let started = Instant::now();
         let now_ms = clock::now_ms();
         let silent = notify::silent(&item.event, &self.quiet(now_ms), now_ms);
-        let result = crate::pool::unblock(move || api.send_message(&to, &part, silent)).await;
+        // The sender runs on a thread of its own (see `daemon`), so the
+        // call blocks only it: no hand-off to another thread and back.
+        let result = self.api.send_message(chat, &part, silent);
         self.stats.telegram_request.observe(started.elapsed());
         if let Some((_, durable)) = early {
             // Nothing about this entry may be recorded before it exists.
