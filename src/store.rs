@@ -39,26 +39,11 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(
 /// [`write_atomic`] without the directory fsync, for batches that sync the
 /// directory once at the end.
 pub fn write_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let dst = dir.join(name);
-    let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
-        fs::rename(&tmp, &dst)
-    })();
-    res.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(dst, e)
-    })
+    write_files(dir, &[(name.to_string(), bytes.to_vec())], mode)
 }
 
-/// Writes several files as [`write_file`] does, with the cost of about one
+/// Writes several files as [`write_file`] does (temporary name, fdatasync,
+/// rename; no directory fsync), with the cost of about one
 /// fdatasync: every file's writeback is started first, so the first
 /// fdatasync's journal commit carries them all and the others find their
 /// data already on disk. Each file is still fdatasynced before its rename,
