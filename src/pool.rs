@@ -86,13 +86,9 @@ impl Pool {
     }
 }
 
-/// Waiting for a job's value (`None`: it ended without one, a panic).
-type Waiting<T> = Pin<Box<dyn Future<Output = Option<T>> + Send>>;
-
 /// The result of a job on the pool.
 pub struct Job<T> {
     rx: smol::channel::Receiver<T>,
-    recv: Option<Waiting<T>>,
 }
 
 /// Runs `f` on a pool thread now; await the result, or `detach` it.
@@ -105,11 +101,8 @@ where
     pool().submit(Box::new(move || {
         let _ = tx.try_send(f());
     }));
-    Job { rx, recv: None }
+    Job { rx }
 }
-
-// Nothing in a Job is pinned in place: the receiving future is boxed.
-impl<T> Unpin for Job<T> {}
 
 impl<T: Send + 'static> Job<T> {
     /// Lets the job finish on its own; its result is dropped.
@@ -119,21 +112,12 @@ impl<T: Send + 'static> Job<T> {
 impl<T: Send + 'static> Future for Job<T> {
     type Output = T;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        // The answer is usually there by the first poll: no allocation then.
-        if self.recv.is_none() {
-            match self.rx.try_recv() {
-                Ok(out) => return Poll::Ready(finish(Some(out))),
-                Err(smol::channel::TryRecvError::Closed) => return Poll::Ready(finish(None)),
-                Err(smol::channel::TryRecvError::Empty) => {}
-            }
-            let rx = self.rx.clone();
-            self.recv = Some(Box::pin(async move { rx.recv().await.ok() }));
-        }
-        match self.recv.as_mut().map(|r| r.as_mut().poll(cx)) {
-            Some(Poll::Ready(out)) => Poll::Ready(finish(out)),
-            _ => Poll::Pending,
-        }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        use smol::stream::Stream as _;
+        // SAFETY: `rx` is pinned with its Job (structural pinning): it is
+        // never moved out of a pinned Job, and Job has no Drop of its own.
+        let rx = unsafe { self.map_unchecked_mut(|j| &mut j.rx) };
+        rx.poll_next(cx).map(finish)
     }
 }
 
