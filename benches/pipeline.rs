@@ -30,6 +30,8 @@
 //! endpoint has no free slot the outbox loop re-arms a zero timer and the
 //! daemon's single executor thread spins, starving the sender.
 
+#[path = "../bench/floor.rs"]
+mod floor;
 #[path = "../tests/support/telegram.rs"]
 mod telegram;
 
@@ -58,9 +60,19 @@ const TOKEN: &str = "123456:BENCHtoken_x";
 const CHAT: i64 = 111;
 const WARMUP_EVENTS: usize = 10;
 const LATENCY_EVENTS: usize = 300;
+/// Events 1.5 s apart, each finding the daemon (and the floor) idle.
+const IDLE_EVENTS: usize = 40;
+const IDLE_GAP: Duration = Duration::from_millis(1500);
+/// Targets against the floor (issue 15), as ratios measured in one run.
+const IDLE_P50_RATIO: f64 = 1.5;
+const IDLE_P95_RATIO: f64 = 2.0;
+const BURST_RATIO: f64 = 2.0;
+const HOOKS_BURST_RATIO: f64 = 2.5;
+/// Press to response file: at most the disk's own new-file time plus this.
+const PRESS_OVER_DISK_MS: f64 = 0.5;
 const BURST_EVENTS: usize = 1000;
 const SETTLE: Duration = Duration::from_secs(2);
-const IDLE_WINDOW: Duration = Duration::from_secs(10);
+const IDLE_WINDOW: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(30);
 const BURST_WAIT: Duration = Duration::from_secs(120);
 /// Button presses, each on a fresh approval.
@@ -443,10 +455,7 @@ fn run_burst(tg: &FakeTelegram, dir: &Workdir, seen: usize, tag: &str, n: usize)
     let t0 = Instant::now();
     for i in 0..n {
         let marker = format!("{tag}-{i:04}-end");
-        let (tmp, dst) = dir.stage(
-            &format!("{tag}{i}"),
-            &event(&format!("bench-{tag}-{i}"), &marker),
-        );
+        let (tmp, dst) = dir.stage(&marker, &event(&format!("bench-{tag}-{i}"), &marker));
         fs::rename(&tmp, &dst).unwrap();
         renamed.push(Instant::now());
     }
@@ -1066,6 +1075,8 @@ fn upload_bench(bin: &Path, tg: &FakeTelegram) -> UploadRun {
 }
 
 fn main() {
+    // This executable is also the floor (bench/floor.rs), started by itself.
+    floor::run_if_asked();
     // `cargo bench` passes `--bench` (and any filter); there is one benchmark.
     let bin = std::env::var_os("CCTELEGRAM_BIN")
         .map(PathBuf::from)
@@ -1152,18 +1163,55 @@ fn main() {
         dir.wait_queue_empty();
     }
 
+    // The floor (bench/floor.rs): its own process and fake Bot API.
+    let mut fl = Floor::start();
+
+    // After idle: the floor and the daemon take turns, each event 1.5 s
+    // after that program's previous one.
+    let (mut f_idle, mut d_idle) = (Vec::new(), Vec::new());
+    for i in 0..IDLE_EVENTS {
+        let t = Instant::now();
+        f_idle.push(fl.one(&format!("fidle-{i:04}-end")));
+        std::thread::sleep((t + IDLE_GAP / 2).saturating_duration_since(Instant::now()));
+        d_idle.push(daemon_one(
+            &tg,
+            &dir,
+            &mut seen,
+            &format!("idle-{i:04}-end"),
+        ));
+        std::thread::sleep((t + IDLE_GAP).saturating_duration_since(Instant::now()));
+    }
+    daemon.assert_running();
+    f_idle.sort_by(f64::total_cmp);
+    d_idle.sort_by(f64::total_cmp);
+    let (fi50, fi95) = (percentile(&f_idle, 50.0), percentile(&f_idle, 95.0));
+    let (di50, di95) = (percentile(&d_idle, 50.0), percentile(&d_idle, 95.0));
+    println!(
+        "after idle: event file renamed in -> sendMessage accepted, {IDLE_EVENTS} events {:.1} s \
+         apart, the floor's and the daemon's in turn",
+        IDLE_GAP.as_secs_f64()
+    );
+    println!(
+        "  floor p50 {fi50:.3} ms p95 {fi95:.3} ms; cctelegram p50 {di50:.3} ms ({:.2}x, target \
+         <= {IDLE_P50_RATIO}x {}) p95 {di95:.3} ms ({:.2}x, target <= {IDLE_P95_RATIO}x {})",
+        di50 / fi50,
+        verdict(di50 <= IDLE_P50_RATIO * fi50),
+        di95 / fi95,
+        verdict(di95 <= IDLE_P95_RATIO * fi95)
+    );
+    println!();
+
     // Latency, one event at a time, each after the daemon went quiet.
+    let mut f_lat = Vec::with_capacity(LATENCY_EVENTS);
+    for i in 0..LATENCY_EVENTS {
+        f_lat.push(fl.one(&format!("flat-{i:04}-end")));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    f_lat.sort_by(f64::total_cmp);
     let background = Background::start(&daemon);
     let mut lat = Vec::with_capacity(LATENCY_EVENTS);
     for i in 0..LATENCY_EVENTS {
-        let marker = format!("lat-{i:04}-end");
-        let (tmp, dst) = dir.stage(&format!("l{i}"), &event(&format!("bench-l{i}"), &marker));
-        let t0 = Instant::now();
-        fs::rename(&tmp, &dst).unwrap();
-        let at = wait_marker(&tg, seen, &marker);
-        lat.push(ms(at.saturating_duration_since(t0)));
-        seen += 1;
-        dir.wait_queue_empty();
+        lat.push(daemon_one(&tg, &dir, &mut seen, &format!("lat-{i:04}-end")));
         std::thread::sleep(Duration::from_millis(2));
     }
     let busy_latency = background.percent(&daemon);
@@ -1191,6 +1239,13 @@ fn main() {
         "  p99 {p99:.3} ms   max {max:.3} ms   min {:.3} ms   mean {mean:.3} ms",
         lat[0]
     );
+    println!(
+        "  the floor, just before, the same way: p50 {:.3} ms ({:.2}x) p95 {:.3} ms ({:.2}x)",
+        percentile(&f_lat, 50.0),
+        p50 / percentile(&f_lat, 50.0),
+        percentile(&f_lat, 95.0),
+        p95 / percentile(&f_lat, 95.0)
+    );
     println!("  other processes used {busy_latency:.0}% of the machine's CPU meanwhile");
     println!();
 
@@ -1198,9 +1253,13 @@ fn main() {
     std::thread::sleep(SETTLE);
     let idle_rss = daemon.status_kib("VmRSS");
     let (ticks0, (ns0, sw0, _)) = (daemon.cpu_ticks(), daemon.threads());
+    let runs0 = thread_runs(&daemon.pid().to_string());
+    let polls0 = tg.calls("getUpdates").len();
     let t_idle = Instant::now();
     std::thread::sleep(IDLE_WINDOW);
     let (ticks1, (ns1, sw1, nthreads)) = (daemon.cpu_ticks(), daemon.threads());
+    let runs1 = thread_runs(&daemon.pid().to_string());
+    let polls = tg.calls("getUpdates").len() - polls0;
     let window = t_idle.elapsed().as_secs_f64();
     daemon.assert_running();
     let hz = clock_ticks_per_second();
@@ -1222,9 +1281,42 @@ fn main() {
         "  CPU {cpu_per_min_ns:.6} s per idle minute by schedstat (ns), \
          {wakeups} context switches in the window, {nthreads} thread(s)"
     );
+    // Wake-ups: times each thread was put on a CPU (schedstat's third
+    // field). The long poll's own are its pool thread's and the main
+    // thread's, a few per poll.
+    let mut woke: Vec<(String, u64)> = runs1
+        .iter()
+        .map(|(tid, (name, n))| {
+            let was = runs0.get(tid).map_or(0, |(_, n)| *n);
+            (format!("{name} ({tid})"), n.saturating_sub(was))
+        })
+        .collect();
+    woke.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let poll_threads = woke.iter().filter(|(_, n)| *n > 0).count();
+    let per_poll = woke.iter().map(|(_, n)| *n).max().unwrap_or(0) as f64 / polls.max(1) as f64;
+    let silent = poll_threads <= 2
+        && woke.iter().filter(|(_, n)| *n > 0).all(|(name, n)| {
+            (name.starts_with("cctelegram") || name.starts_with("pool"))
+                && *n <= 4 * (polls as u64 + 1)
+        });
+    println!(
+        "  wake-ups per thread over {window:.0} s, with {polls} long poll(s) answered by the fake \
+         (timeout 30 s) in it: {}",
+        woke.iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  threads that woke: {poll_threads} ({per_poll:.1} wake-ups per long poll at most); \
+         target: only the long poll's (its pool thread and the main thread)   {}",
+        verdict(silent)
+    );
     println!();
 
     // Burst: each file is written and renamed in while the daemon works.
+    let fb = run_burst(&fl.tg, &fl.dir, fl.seen, "fburst", BURST_EVENTS);
+    fl.seen += BURST_EVENTS;
     let background = Background::start(&daemon);
     let b = run_burst(&tg, &dir, seen, "burst", BURST_EVENTS);
     seen += BURST_EVENTS;
@@ -1246,6 +1338,13 @@ fn main() {
         percentile(burst_lat, 50.0),
         percentile(burst_lat, 95.0),
         burst_lat[burst_lat.len() - 1]
+    );
+    println!(
+        "  the floor, just before: {:.3} s; cctelegram {:.2}x the floor's time   target <= \
+         {BURST_RATIO}x   {}",
+        fb.span().as_secs_f64(),
+        burst.as_secs_f64() / fb.span().as_secs_f64(),
+        verdict(burst.as_secs_f64() <= BURST_RATIO * fb.span().as_secs_f64())
     );
     println!("  other processes used {busy_burst:.0}% of the machine's CPU meanwhile");
     println!(
@@ -1417,6 +1516,11 @@ fn main() {
         floor.0, floor.1
     );
     println!(
+        "  against the disk: p50 {press_p50:.3} ms <= {:.3} + {PRESS_OVER_DISK_MS} ms   {}",
+        floor.0,
+        verdict(press_p50 <= floor.0 + PRESS_OVER_DISK_MS)
+    );
+    println!(
         "  split at the fake's answerCallbackQuery (the daemon answers before it writes the \
          file): press -> answer p50 {:.3} ms, answer -> file p50 {:.3} ms",
         percentile(&to_answer, 50.0),
@@ -1465,6 +1569,8 @@ fn main() {
     // event_processed delivery (its file fsynced), which goes out at once.
     let wpid = wdaemon.pid().to_string();
     let cpu0 = thread_times(&wpid);
+    let fb1 = run_burst(&fl.tg, &fl.dir, fl.seen, "fwb1", BURST_EVENTS);
+    fl.seen += BURST_EVENTS;
     let background = Background::start(&wdaemon);
     let b1 = run_burst(&tg2, &wdir, wseen, "wb1", BURST_EVENTS);
     wseen += BURST_EVENTS;
@@ -1555,6 +1661,14 @@ fn main() {
         b1.rate(),
         b1.span().as_secs_f64(),
         ms(first - b1.t0)
+    );
+    println!(
+        "    the burst with webhooks on: {:.3} s, the floor just before {:.3} s: {:.2}x   \
+         target <= {HOOKS_BURST_RATIO}x   {}",
+        b1.span().as_secs_f64(),
+        fb1.span().as_secs_f64(),
+        b1.span().as_secs_f64() / fb1.span().as_secs_f64(),
+        verdict(b1.span().as_secs_f64() <= HOOKS_BURST_RATIO * fb1.span().as_secs_f64())
     );
     println!(
         "    a delivery is queued only once its message is sent, so this cannot pass the send \
@@ -1743,6 +1857,72 @@ fn main() {
         "-",
         "-",
     );
+    println!();
+    println!("Against the floor (bench/floor.rs: inotify + one kept-alive connection), same run:");
+    println!();
+    println!("| Measure | Floor | cctelegram | Ratio | Target | Result |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let vs = |what: &str, f: f64, d: f64, unit: &str, target: f64| {
+        println!(
+            "| {what} | {f:.3} {unit} | {d:.3} {unit} | {:.2}x | <= {target}x | {} |",
+            d / f,
+            verdict(d <= target * f)
+        );
+    };
+    vs(
+        &format!(
+            "Event file to `sendMessage` after {:.1} s idle, p50",
+            IDLE_GAP.as_secs_f64()
+        ),
+        fi50,
+        di50,
+        "ms",
+        IDLE_P50_RATIO,
+    );
+    vs(
+        &format!(
+            "Event file to `sendMessage` after {:.1} s idle, p95",
+            IDLE_GAP.as_secs_f64()
+        ),
+        fi95,
+        di95,
+        "ms",
+        IDLE_P95_RATIO,
+    );
+    println!(
+        "| Event file to `sendMessage` back to back, p50 / p95 | {:.3} / {:.3} ms | {p50:.3} / {p95:.3} ms | {:.2}x / {:.2}x | - | - |",
+        percentile(&f_lat, 50.0),
+        percentile(&f_lat, 95.0),
+        p50 / percentile(&f_lat, 50.0),
+        p95 / percentile(&f_lat, 95.0)
+    );
+    vs(
+        &format!("Burst of {BURST_EVENTS}, first file to last `sendMessage`"),
+        fb.span().as_secs_f64(),
+        burst.as_secs_f64(),
+        "s",
+        BURST_RATIO,
+    );
+    vs(
+        &format!("Burst of {BURST_EVENTS} with webhooks on"),
+        fb1.span().as_secs_f64(),
+        b1.span().as_secs_f64(),
+        "s",
+        HOOKS_BURST_RATIO,
+    );
+    println!(
+        "| Button press to response file, p50 | {:.3} ms (the disk: new file, write, fdatasync, rename) | {press_p50:.3} ms | +{:.3} ms | <= +{PRESS_OVER_DISK_MS} ms | {} |",
+        floor.0,
+        press_p50 - floor.0,
+        verdict(press_p50 <= floor.0 + PRESS_OVER_DISK_MS)
+    );
+    println!(
+        "| Idle: threads woken over {window:.0} s | - | {poll_threads} ({polls} long polls) | - | the long poll's only | {} |",
+        verdict(silent)
+    );
+    println!();
+    println!("| Measure | Measured | Target | Result |");
+    println!("| --- | --- | --- | --- |");
     row(
         "Button press to response file, p50 (loopback)",
         format!("{press_p50:.3} ms"),
@@ -1966,4 +2146,114 @@ fn fleet_latency(bin: &Path) {
     drop(h);
     let _ = broker.kill();
     let _ = broker.wait();
+}
+
+// ---- the floor ----
+
+/// The floor program in a process of its own, with its own fake Bot API
+/// (the same fake, so both are measured against the same server).
+struct Floor {
+    tg: FakeTelegram,
+    dir: Workdir,
+    child: Child,
+    /// Messages the floor's fake has.
+    seen: usize,
+}
+
+impl Floor {
+    fn start() -> Floor {
+        let tg = FakeTelegram::start();
+        let dir = Workdir::new(&tg.url(), "floor", "");
+        let exe = std::env::current_exe().expect("the benchmark's own path");
+        let child = Command::new(exe)
+            .env(floor::DIR_VAR, &dir.events)
+            .env(
+                floor::URL_VAR,
+                format!("{}/bot{TOKEN}/sendMessage", tg.url()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the floor");
+        let mut f = Floor {
+            tg,
+            dir,
+            child,
+            seen: 0,
+        };
+        // Until its watch is in place, files go unseen: rename one in
+        // until one is sent.
+        let end = Instant::now() + WAIT;
+        for k in 0.. {
+            let (tmp, dst) = f.dir.stage(&format!("fready-{k}"), "{}");
+            fs::rename(&tmp, &dst).unwrap();
+            if f.tg
+                .try_wait_until(Duration::from_millis(50), |s| !s.messages.is_empty())
+            {
+                break;
+            }
+            assert!(Instant::now() < end, "the floor never sent a message");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        f.seen = f.tg.messages().len();
+        for i in 0..WARMUP_EVENTS {
+            f.one(&format!("fwarm-{i:04}-end"));
+        }
+        f
+    }
+
+    /// One event file renamed in: ms to the floor's `sendMessage`.
+    fn one(&mut self, marker: &str) -> f64 {
+        let (tmp, dst) = self.dir.stage(marker, "{}");
+        let t0 = Instant::now();
+        fs::rename(&tmp, &dst).unwrap();
+        let at = wait_marker(&self.tg, self.seen, marker);
+        self.seen += 1;
+        ms(at.saturating_duration_since(t0))
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One event file renamed in: ms to the daemon's `sendMessage`; returns
+/// once the daemon has finished with it.
+fn daemon_one(tg: &FakeTelegram, dir: &Workdir, seen: &mut usize, marker: &str) -> f64 {
+    let (tmp, dst) = dir.stage(marker, &event(&format!("bench-{marker}"), marker));
+    let t0 = Instant::now();
+    fs::rename(&tmp, &dst).unwrap();
+    let at = wait_marker(tg, *seen, marker);
+    *seen += 1;
+    dir.wait_queue_empty();
+    ms(at.saturating_duration_since(t0))
+}
+
+/// Times each live thread of `who` was put on a CPU (schedstat's third
+/// field), by thread id, with the thread's name.
+fn thread_runs(who: &str) -> HashMap<String, (String, u64)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = fs::read_dir(format!("/proc/{who}/task")) else {
+        return out;
+    };
+    for t in dir.filter_map(Result::ok) {
+        let p = t.path();
+        let Ok(sched) = fs::read_to_string(p.join("schedstat")) else {
+            continue; // exited meanwhile
+        };
+        let runs = sched
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let name = fs::read_to_string(p.join("comm")).unwrap_or_default();
+        out.insert(
+            t.file_name().to_string_lossy().into_owned(),
+            (name.trim().to_string(), runs),
+        );
+    }
+    out
 }

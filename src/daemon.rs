@@ -165,13 +165,22 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         expiry_rx,
         stop.clone(),
     );
-    // One thread runs every task; blocking work goes to smol's pool.
+    // One thread runs every task; blocking work goes to crate::pool.
     let ex = Rc::new(LocalExecutor::new());
     let http = http::serve(ex.clone(), &listen, monitor.clone());
+    // The sender has a thread of its own and calls Telegram on it: no
+    // hand-off to a pool thread and back for every message. (A fleet
+    // device publishes to its broker from the executor instead.)
     let sending = match device {
-        Some(d) => ex.spawn(d.run(rx, stop.clone()).boxed_local()),
-        None => ex.spawn(sender.run(rx, stop.clone()).boxed_local()),
+        Some(d) => ex.spawn(d.run(rx, stop.clone())).boxed_local(),
+        None => {
+            let sender_stop = stop.clone();
+            crate::pool::unblock(move || smol::block_on(sender.run(rx, sender_stop))).boxed_local()
+        }
     };
+    // So has the watcher, which accepts a batch inline.
+    let watch_stop = stop.clone();
+    let watching = crate::pool::unblock(move || smol::block_on(watch::run(ingest, watch_stop)));
     let is_device = fleet
         .as_ref()
         .is_some_and(|f| f.role == crate::fleet::settings::Role::Device);
@@ -211,8 +220,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         }
     };
     let background = async {
-        let _ = watch::run(ingest, stop.clone())
-            .or(polling)
+        let _ = polling
             .or(expiry)
             .or(hubbing)
             .or(monitor.run(stop.clone()))
@@ -226,6 +234,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         stop.set();
         let finished = async {
             let _ = sending.await;
+            let _ = watching.await;
             let _ = delivering.await;
             true
         };

@@ -453,7 +453,8 @@ impl Monitor {
             let me = if crate::fleet::is_device() {
                 Ok(json!({}))
             } else {
-                smol::unblock(move || api.call("getMe", &json!({}), Duration::from_secs(10))).await
+                crate::pool::unblock(move || api.call("getMe", &json!({}), Duration::from_secs(10)))
+                    .await
             };
             let telegram_rate_limited =
                 matches!(&me, Err(crate::Error::Telegram { status: 429, .. }));

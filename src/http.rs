@@ -157,7 +157,7 @@ async fn route(
     match path {
         "/" => {
             let m = monitor.clone();
-            let html = smol::unblock(move || page::render(&page::gather(&m))).await;
+            let html = crate::pool::unblock(move || page::render(&page::gather(&m))).await;
             (
                 200,
                 "text/html; charset=utf-8",

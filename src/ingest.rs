@@ -360,9 +360,7 @@ impl Ingest {
                 buttons = true;
             }
         }
-        for item in items {
-            self.spool.put_unsynced(item)?;
-        }
+        self.spool.put_all_unsynced(items)?;
         self.spool.queue.sync()?;
         if buttons {
             self.approvals.sync()?;

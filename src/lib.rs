@@ -28,6 +28,7 @@ pub mod mcp;
 pub mod net;
 pub mod notify;
 pub mod page;
+pub mod pool;
 pub mod recent;
 pub mod reload;
 pub mod responses;

@@ -60,6 +60,11 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(10).min(timeout)))
         .timeout_global(Some(timeout))
+        // A kept-alive connection outlives idle hours: ureq probes a pooled
+        // connection before reusing it and opens a new one when the server
+        // has closed it, so a lone event after a quiet hour pays no TCP
+        // and TLS handshake unless the server hung up meanwhile.
+        .max_idle_age(Duration::from_secs(3600))
         .user_agent(concat!("cctelegram/", env!("CARGO_PKG_VERSION")))
         // ureq's 128 KiB per pooled connection and direction would be most
         // of our memory; bodies larger than this stream through anyway.

@@ -343,6 +343,13 @@ impl Spool {
         self.queue.put_unsynced(&item.file_name(), item)
     }
 
+    /// Writes queue entries at the cost of about one fdatasync, without
+    /// syncing the directory; call `queue.sync()` before relying on them.
+    pub fn put_all_unsynced(&self, items: &[Item]) -> Result<()> {
+        let records: Vec<(String, &Item)> = items.iter().map(|i| (i.file_name(), i)).collect();
+        self.queue.put_all_unsynced(&records)
+    }
+
     /// Removes a finished entry durably.
     pub fn remove(&self, name: &str) -> Result<()> {
         self.queue.remove(name)

@@ -29,7 +29,8 @@ enum Batch {
     Rescan,
 }
 
-/// Watches until `stop`; errors are waited out.
+/// Watches until `stop`; errors are waited out. Run it on a thread of its
+/// own: it accepts batches (reads, fsyncs) inline.
 pub async fn run(ingest: Arc<Ingest>, stop: Arc<Stop>) -> Result<()> {
     let mut attempt = 0;
     loop {
@@ -86,8 +87,9 @@ async fn watch(ingest: &Arc<Ingest>) -> Result<()> {
         };
         let mut look_again = None;
         if !names.is_empty() {
-            let ing = ingest.clone();
-            match smol::unblock(move || ing.batch(names)).await {
+            // The watcher has a thread of its own (see `daemon`): the batch
+            // runs inline, with no hand-off to another thread.
+            match ingest.batch(names) {
                 Ok(done) => look_again = done.look_again,
                 Err(e) => {
                     log::error!(

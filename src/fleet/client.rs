@@ -109,7 +109,7 @@ impl Conn {
     pub async fn open(broker: &Broker, connect: &Connect) -> io::Result<(Conn, bool)> {
         let work = async {
             let b = broker.clone();
-            let addrs: Vec<_> = smol::unblock(move || {
+            let addrs: Vec<_> = crate::pool::unblock(move || {
                 (b.host.as_str(), b.port)
                     .to_socket_addrs()
                     .map(|a| a.collect::<Vec<_>>())

@@ -2,7 +2,7 @@
 //!
 //! The bot token is part of every URL, so it is held here and nowhere else,
 //! and every error text that leaves this module passes [`redact`]. Calls
-//! block: the daemon runs them on smol's blocking pool.
+//! block: the daemon runs them on threads of its own (`crate::pool`).
 
 use std::time::Duration;
 

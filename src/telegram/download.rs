@@ -112,7 +112,7 @@ impl Poller {
             Some(s) if s as u64 > limit => Err(too_big(s as u64, limit)),
             _ => {
                 let (api, f2, d, n) = (self.api.clone(), f.clone(), dir.clone(), name.clone());
-                smol::unblock(move || fetch(&api, &f2, limit, &d, &n)).await
+                crate::pool::unblock(move || fetch(&api, &f2, limit, &d, &n)).await
             }
         };
         let (saved, size, problem) = match fetched {
@@ -129,9 +129,10 @@ impl Poller {
             let text = format!("The file was not saved: {p}.");
             let params = json!({"chat_id": chat_param(&m.chat), "text": text});
             let api = self.api.clone();
-            let _ =
-                smol::unblock(move || api.call("sendMessage", &params, Duration::from_secs(30)))
-                    .await;
+            let _ = crate::pool::unblock(move || {
+                api.call("sendMessage", &params, Duration::from_secs(30))
+            })
+            .await;
         }
         let kind = if f.photo { "photo" } else { "document" };
         let caption = m.caption.clone().unwrap_or_default();

@@ -73,7 +73,7 @@ async fn call(
     timeout: Duration,
 ) -> Result<Value> {
     let api = api.clone();
-    smol::unblock(move || api.call(method, &params, timeout)).await
+    crate::pool::unblock(move || api.call(method, &params, timeout)).await
 }
 
 fn user_payload(u: &User) -> payload::User<'_> {
@@ -281,10 +281,10 @@ impl Poller {
 
     /// Starts answering a callback query at once; the returned task ends
     /// when Telegram has the answer.
-    fn answer_now(&self, query_id: &str, text: &str) -> smol::Task<()> {
+    fn answer_now(&self, query_id: &str, text: &str) -> crate::pool::Job<()> {
         let params = json!({"callback_query_id": query_id, "text": text});
         let api = self.api.clone();
-        smol::unblock(move || {
+        crate::pool::unblock(move || {
             if let Err(e) = api.call("answerCallbackQuery", &params, CALL_TIMEOUT) {
                 log::warn!("answerCallbackQuery failed: {e}");
             }
@@ -652,7 +652,7 @@ impl Poller {
                 continue;
             };
             let (api, to) = (self.api.clone(), chat.to_string());
-            let sent = smol::unblock(move || {
+            let sent = crate::pool::unblock(move || {
                 api.send_message(&to, &styled, false, false).or_else(|e| {
                     if e.is_bad_entities() {
                         api.send_message(&to, &plain, false, false)

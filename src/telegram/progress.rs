@@ -239,7 +239,7 @@ impl Sender {
         let to = chat.to_string();
         let editing = shown.as_ref().map(|s| s.message_id);
         let started = Instant::now();
-        let result = smol::unblock(move || match editing {
+        let result = crate::pool::unblock(move || match editing {
             Some(mid) => match api.edit_text(&to, mid, &part) {
                 Ok(()) => Ok(mid),
                 Err(e) if e.is_not_modified() => Ok(mid),
@@ -299,7 +299,7 @@ impl Sender {
         let api = self.api.clone();
         let to = chat.to_string();
         let mid = s.message_id;
-        let result = smol::unblock(move || api.edit_text(&to, mid, &part)).await;
+        let result = crate::pool::unblock(move || api.edit_text(&to, mid, &part)).await;
         match result {
             Ok(()) => {}
             Err(e) if e.is_not_modified() || e.is_message_gone() => {}
