@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Result;
-use crate::event::{Event, Invalid};
+use crate::event::{kind_of, Event, Invalid};
 use crate::store;
 
 /// Telegram's limit for `sendPhoto`; bigger images go as documents.
@@ -72,17 +72,6 @@ pub struct Taken {
 /// The directory of copies under `state_dir`.
 pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("files")
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn wrong(field: String, want: &'static str, v: &Value) -> Invalid {

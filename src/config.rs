@@ -304,7 +304,8 @@ struct Table<'a> {
     map: Option<&'a Map<String, Value>>,
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What kind of TOML value `v` is, as a person says it.
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "nothing",
         Value::Bool(_) => "a boolean",

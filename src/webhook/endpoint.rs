@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use crate::config::Webhook;
+use crate::config::{kind, Webhook};
 use crate::error::{Error, Result};
 
 /// What a delivery's body looks like.
@@ -159,17 +159,6 @@ pub fn all_secrets(w: &Webhook) -> Vec<String> {
         }
     }
     out
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "nothing",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a table",
-    }
 }
 
 /// A list of strings at `key`.
