@@ -176,6 +176,22 @@ impl Conn {
         self.next_id
     }
 
+    /// Publishes `payload` to `topic` at QoS 1; the packet id its PUBACK
+    /// will carry.
+    pub async fn publish1(&mut self, topic: String, payload: Vec<u8>) -> io::Result<u16> {
+        let id = self.packet_id();
+        self.send(&Packet::Publish(packet::Publish {
+            topic,
+            payload,
+            qos: 1,
+            retain: false,
+            dup: false,
+            packet_id: Some(id),
+        }))
+        .await?;
+        Ok(id)
+    }
+
     pub async fn send(&mut self, p: &Packet) -> io::Result<()> {
         let bytes = packet::encode(p);
         match &mut self.tls {

@@ -181,16 +181,7 @@ impl Device {
                     continue;
                 }
                 let payload = serde_json::to_vec(&item.event).unwrap_or_default();
-                let id = conn.packet_id();
-                conn.send(&Packet::Publish(Publish {
-                    topic: events.clone(),
-                    payload,
-                    qos: 1,
-                    retain: false,
-                    dup: false,
-                    packet_id: Some(id),
-                }))
-                .await?;
+                let id = conn.publish1(events.clone(), payload).await?;
                 in_flight.insert(id, name.clone());
                 published.insert(name);
             }

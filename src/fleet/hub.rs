@@ -177,16 +177,9 @@ impl Hub {
                     if published.contains(&name) || !name_ok(&o.device) {
                         continue;
                     }
-                    let id = conn.packet_id();
-                    conn.send(&Packet::Publish(Publish {
-                        topic: format!("{prefix}/{}/responses", o.device),
-                        payload: serde_json::to_vec(&o.answer).unwrap_or_default(),
-                        qos: 1,
-                        retain: false,
-                        dup: false,
-                        packet_id: Some(id),
-                    }))
-                    .await?;
+                    let topic = format!("{prefix}/{}/responses", o.device);
+                    let payload = serde_json::to_vec(&o.answer).unwrap_or_default();
+                    let id = conn.publish1(topic, payload).await?;
                     in_flight.insert(id, name.clone());
                     published.insert(name);
                 }
