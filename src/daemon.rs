@@ -86,6 +86,22 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         stats.clone(),
         controls.clone(),
     )?;
+    let hold_spool = spool.clone();
+    let monitor = Arc::new(Monitor {
+        api: api.clone(),
+        stats: stats.clone(),
+        outbox: outbox.clone(),
+        spool_hold: Box::new(move || hold_spool.hold()),
+        state_dir: state_dir.clone(),
+        interval: health_interval,
+        memory_threshold_mb,
+        started,
+        latest: Mutex::new(None),
+        controls: controls.clone(),
+        approvals: approvals.clone(),
+        live: live.clone(),
+    });
+    let in_long_poll = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = Poller {
         api: api.clone(),
         spool: spool.clone(),
@@ -98,6 +114,11 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         stop: stop.clone(),
         controls: controls.clone(),
         wake: tx.clone(),
+        health: (!crate::fleet::is_device()).then(|| {
+            let rhythm = monitor.rhythm();
+            (monitor.clone(), Mutex::new(rhythm))
+        }),
+        in_long_poll: in_long_poll.clone(),
     };
     log::info!(
         "cctelegram {} watching {} for {} chat(s); {} send(s) queued from before",
@@ -141,21 +162,6 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         }
         _ => None,
     };
-    let hold_spool = spool.clone();
-    let monitor = Arc::new(Monitor {
-        api: api.clone(),
-        stats: stats.clone(),
-        outbox: outbox.clone(),
-        spool_hold: Box::new(move || hold_spool.hold()),
-        state_dir,
-        interval: health_interval,
-        memory_threshold_mb,
-        started,
-        latest: Mutex::new(None),
-        controls,
-        approvals: approvals.clone(),
-        live: live.clone(),
-    });
     let expiry = poll::expire(
         api,
         approvals,
@@ -168,26 +174,42 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     // One thread runs every task; blocking work goes to crate::pool.
     let ex = Rc::new(LocalExecutor::new());
     let http = http::serve(ex.clone(), &listen, monitor.clone());
-    // The sender has a thread of its own and calls Telegram on it: no
-    // hand-off to a pool thread and back for every message. (A fleet
+    // The watcher and the sender share the pipeline thread, which sleeps in
+    // poll(2) on the inotify fd (`wake::block_on`): a lone event wakes the
+    // one thread that reads, sends and syncs it, with no hand-off. (A fleet
     // device publishes to its broker from the executor instead.)
-    let sending = match device {
-        Some(d) => ex.spawn(d.run(rx, stop.clone())).boxed_local(),
+    let watch_stop = stop.clone();
+    let watching = watch::run(ingest, watch_stop);
+    let (sending, pipeline) = match device {
+        Some(d) => (
+            ex.spawn(d.run(rx, stop.clone())).boxed_local(),
+            on_thread("watcher", watching.boxed()),
+        ),
         None => {
             let sender_stop = stop.clone();
-            crate::pool::unblock(move || smol::block_on(sender.run(rx, sender_stop))).boxed_local()
+            let both = async move {
+                let (w, s) = smol::future::zip(watching, sender.run(rx, sender_stop)).await;
+                w.and(s)
+            };
+            (
+                std::future::ready(Ok(())).boxed_local(),
+                on_thread("pipeline", both.boxed()),
+            )
         }
     };
-    // So has the watcher, which accepts a batch inline.
-    let watch_stop = stop.clone();
-    let watching = crate::pool::unblock(move || smol::block_on(watch::run(ingest, watch_stop)));
     let is_device = fleet
         .as_ref()
         .is_some_and(|f| f.role == crate::fleet::settings::Role::Device);
-    let polling = if is_device {
-        std::future::pending().boxed_local()
+    // The poller has a thread of its own too, and runs the health checks
+    // between its long polls; a fleet device, which has no poller, checks
+    // health on a timer.
+    let (polling, health) = if is_device {
+        (None, monitor.clone().run(stop.clone()).boxed_local())
     } else {
-        poller.run().boxed_local()
+        (
+            Some(on_thread("poll", poller.run().boxed())),
+            std::future::pending().boxed_local(),
+        )
     };
     let expiry = if is_device {
         std::future::pending().boxed_local()
@@ -220,12 +242,7 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         }
     };
     let background = async {
-        let _ = polling
-            .or(expiry)
-            .or(hubbing)
-            .or(monitor.run(stop.clone()))
-            .or(http)
-            .await;
+        let _ = expiry.or(hubbing).or(health).or(http).await;
         // Those end only on stop; stay here until the signal branch wins.
         std::future::pending::<Result<()>>().await
     };
@@ -234,8 +251,15 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         stop.set();
         let finished = async {
             let _ = sending.await;
-            let _ = watching.await;
+            let _ = pipeline.await;
             let _ = delivering.await;
+            // The updates of a long poll in flight are not confirmed: it
+            // is not waited for. Anything else the poller does is.
+            if let Some(p) = polling {
+                if !in_long_poll.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = p.await;
+                }
+            }
             true
         };
         let late = async {
@@ -250,6 +274,24 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         log::info!("stopped");
         Ok(())
     }))
+}
+
+/// Runs `work` on a thread of its own, inside [`crate::wake::block_on`];
+/// the returned future ends when it does.
+fn on_thread(name: &str, work: smol::future::Boxed<Result<()>>) -> smol::future::Boxed<Result<()>> {
+    let (tx, rx) = smol::channel::bounded(1);
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let out = crate::wake::block_on(work)
+                .map_err(|e| crate::error::Error::Failed(format!("cannot make an eventfd: {e}")))
+                .and_then(|r| r);
+            let _ = tx.try_send(out);
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the {name} thread: {e}");
+    }
+    async move { rx.recv().await.unwrap_or(Ok(())) }.boxed()
 }
 
 /// SIGHUP: the new configuration for what is sent next, or the old one if

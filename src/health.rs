@@ -442,90 +442,38 @@ impl Monitor {
         text
     }
 
+    /// The first check is due at once.
+    pub fn rhythm(&self) -> Rhythm {
+        Rhythm {
+            previous: Status::Healthy,
+            last_counts: (0, 0),
+            last_check_ms: clock::now_ms(),
+            next: Instant::now(),
+        }
+    }
+
+    /// How long until the next check is due (zero: now).
+    pub fn until_due(&self, r: &Rhythm) -> Duration {
+        r.next.saturating_duration_since(Instant::now())
+    }
+
+    /// Runs the check if it is due. The long poll calls this between polls
+    /// and shortens its timeout to the next one, so an idle daemon has no
+    /// timer of its own for health: only the long poll's thread wakes.
+    pub fn check_if_due(&self, r: &mut Rhythm) {
+        if self.until_due(r).is_zero() {
+            self.check(r);
+            r.next = Instant::now() + self.interval;
+        }
+    }
+
+    /// For a fleet device, which has no long poll: checks on a timer.
     pub async fn run(self: Arc<Self>, stop: Arc<crate::signals::Stop>) -> Result<()> {
-        let mut previous = Status::Healthy;
-        let mut last_counts = (0, 0);
-        let mut last_check_ms = clock::now_ms();
+        let mut r = self.rhythm();
         loop {
-            let started = Instant::now();
-            let api = self.api.clone();
-            // A fleet device has no bot: nothing to ask Telegram.
-            let me = if crate::fleet::is_device() {
-                Ok(json!({}))
-            } else {
-                crate::pool::unblock(move || api.call("getMe", &json!({}), Duration::from_secs(10)))
-                    .await
-            };
-            let telegram_rate_limited =
-                matches!(&me, Err(crate::Error::Telegram { status: 429, .. }));
-            let delivered = Stats::get(&self.stats.webhooks_delivered);
-            let failed =
-                Stats::get(&self.stats.webhook_retries) + Stats::get(&self.stats.webhooks_dead);
-            let window = (delivered - last_counts.0, failed - last_counts.1);
-            last_counts = (delivered, failed);
-            let figures = self.outbox.endpoint_figures();
-            let inputs = Inputs {
-                telegram: me
-                    .map(|_| started.elapsed().as_millis() as u64)
-                    .map_err(|e| e.to_string()),
-                telegram_rate_limited,
-                polling_conflict: self.stats.polling_conflict.load(Ordering::Relaxed),
-                rss_mb: rss_mb(),
-                memory_threshold_mb: self.memory_threshold_mb,
-                backlog: Stats::get(&self.stats.backlog),
-                hold_until: (self.spool_hold)(),
-                webhooks: self.outbox.active().then_some(window),
-                disabled_endpoints: self
-                    .outbox
-                    .disabled
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .map(|u| redact_url(u))
-                    .collect(),
-                failing_endpoints: figures
-                    .iter()
-                    .filter(|(_, e)| e.failing_for_long(clock::now_ms()))
-                    .map(|(u, _)| redact_url(u))
-                    .collect(),
-                disk_free_mb: disk_free_mb(&self.state_dir),
-                state_write_failed_s: {
-                    let at = Stats::get(&self.stats.state_error_ms);
-                    (at > 0 && at >= last_check_ms)
-                        .then(|| clock::age_ms(at, clock::now_ms()) / 1000)
-                },
-                now_ms: clock::now_ms(),
-            };
-            last_check_ms = inputs.now_ms;
-            let mut checks = evaluate(&inputs);
-            crate::fleet::health_checks(&mut checks);
-            let status = status_of(&checks);
-            let uptime = self.started.elapsed().as_secs();
-            let mut body = health_object(status, Some(previous), &checks, uptime, &self.stats);
-            body["webhooks"] = figures::health_json(&figures);
-            crate::fleet::health_body(&mut body);
-            if let Some((alert_type, message)) = transition(previous, status, &checks) {
-                log::warn!("health is now {}: {message}", status.name());
-                let p = payload::health_update(
-                    body.clone(),
-                    alert_type,
-                    &message,
-                    clock::now_ms(),
-                    &self.outbox.info(),
-                );
-                let source = format!("{}:{}:{}", previous.name(), status.name(), clock::now_ms());
-                match self.outbox.enqueue("health_update", &source, &p) {
-                    // On failure the transition is reported at the next check.
-                    Err(e) => log::error!("cannot queue the health_update webhook, retrying: {e}"),
-                    Ok(()) => previous = status,
-                }
-            }
-            *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Snapshot {
-                body,
-                unhealthy: status == Status::Unhealthy,
-            });
+            self.check_if_due(&mut r);
             let timer = async {
-                smol::Timer::after(self.interval).await;
+                smol::Timer::after(self.until_due(&r)).await;
             };
             timer.or(stop.wait()).await;
             if stop.is_set() {
@@ -533,6 +481,97 @@ impl Monitor {
             }
         }
     }
+
+    /// One check: asks Telegram (`getMe`, blocking this thread), records
+    /// the snapshot, and queues a `health_update` if the status changed.
+    fn check(&self, r: &mut Rhythm) {
+        let started = Instant::now();
+        // A fleet device has no bot: nothing to ask Telegram.
+        let me = if crate::fleet::is_device() {
+            Ok(json!({}))
+        } else {
+            self.api.call("getMe", &json!({}), Duration::from_secs(10))
+        };
+        let telegram_rate_limited = matches!(&me, Err(crate::Error::Telegram { status: 429, .. }));
+        let delivered = Stats::get(&self.stats.webhooks_delivered);
+        let failed =
+            Stats::get(&self.stats.webhook_retries) + Stats::get(&self.stats.webhooks_dead);
+        let window = (delivered - r.last_counts.0, failed - r.last_counts.1);
+        r.last_counts = (delivered, failed);
+        let figures = self.outbox.endpoint_figures();
+        let inputs = Inputs {
+            telegram: me
+                .map(|_| started.elapsed().as_millis() as u64)
+                .map_err(|e| e.to_string()),
+            telegram_rate_limited,
+            polling_conflict: self.stats.polling_conflict.load(Ordering::Relaxed),
+            rss_mb: rss_mb(),
+            memory_threshold_mb: self.memory_threshold_mb,
+            backlog: Stats::get(&self.stats.backlog),
+            hold_until: (self.spool_hold)(),
+            webhooks: self.outbox.active().then_some(window),
+            disabled_endpoints: self
+                .outbox
+                .disabled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|u| redact_url(u))
+                .collect(),
+            failing_endpoints: figures
+                .iter()
+                .filter(|(_, e)| e.failing_for_long(clock::now_ms()))
+                .map(|(u, _)| redact_url(u))
+                .collect(),
+            disk_free_mb: disk_free_mb(&self.state_dir),
+            state_write_failed_s: {
+                let at = Stats::get(&self.stats.state_error_ms);
+                (at > 0 && at >= r.last_check_ms).then(|| clock::age_ms(at, clock::now_ms()) / 1000)
+            },
+            now_ms: clock::now_ms(),
+        };
+        r.last_check_ms = inputs.now_ms;
+        let mut checks = evaluate(&inputs);
+        crate::fleet::health_checks(&mut checks);
+        let status = status_of(&checks);
+        let uptime = self.started.elapsed().as_secs();
+        let mut body = health_object(status, Some(r.previous), &checks, uptime, &self.stats);
+        body["webhooks"] = figures::health_json(&figures);
+        crate::fleet::health_body(&mut body);
+        if let Some((alert_type, message)) = transition(r.previous, status, &checks) {
+            log::warn!("health is now {}: {message}", status.name());
+            let p = payload::health_update(
+                body.clone(),
+                alert_type,
+                &message,
+                clock::now_ms(),
+                &self.outbox.info(),
+            );
+            let source = format!(
+                "{}:{}:{}",
+                r.previous.name(),
+                status.name(),
+                clock::now_ms()
+            );
+            match self.outbox.enqueue("health_update", &source, &p) {
+                // On failure the transition is reported at the next check.
+                Err(e) => log::error!("cannot queue the health_update webhook, retrying: {e}"),
+                Ok(()) => r.previous = status,
+            }
+        }
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Snapshot {
+            body,
+            unhealthy: status == Status::Unhealthy,
+        });
+    }
+}
+
+/// What a check remembers for the next one.
+pub struct Rhythm {
+    previous: Status,
+    last_counts: (u64, u64),
+    last_check_ms: u64,
+    next: Instant,
 }
 
 #[cfg(test)]

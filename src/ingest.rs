@@ -185,7 +185,7 @@ impl Ingest {
     /// Accepts a batch of file names. Returns the new queue entries, or an
     /// error when the state directory could not take them (disk full): the
     /// event files then stay where they are, to be tried again.
-    pub fn batch(&self, names: Vec<(OsString, Seen)>) -> Result<Accepted> {
+    pub async fn batch(&self, names: Vec<(OsString, Seen)>) -> Result<Accepted> {
         let cfg = self.live.get();
         let max_bytes = cfg.limits.max_event_bytes;
         let now = clock::now_ms();
@@ -303,6 +303,9 @@ impl Ingest {
             };
             if let Some(d) = &early {
                 let _ = self.tx.send_blocking(queued(Some(d)));
+                // The sender runs beside us on this thread (see `daemon`):
+                // let it send before the fsyncs below.
+                smol::future::yield_now().await;
             }
             let written = self.persist(&accepted, &items, now);
             if let Some(d) = &early {
@@ -525,13 +528,16 @@ fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
-    if !f.metadata()?.is_file() {
+    let meta = f.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
     }
-    let mut buf = Vec::new();
+    // Room for the whole file and the read that finds its end: two reads,
+    // not one per doubling of the buffer.
+    let mut buf = Vec::with_capacity(meta.len().min(max) as usize + 1);
     f.take(max + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > max {
         return Err(io::Error::from(io::ErrorKind::FileTooLarge));

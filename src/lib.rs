@@ -38,6 +38,7 @@ pub mod stats;
 pub mod store;
 pub mod telegram;
 pub mod tz;
+pub mod wake;
 pub mod watch;
 pub mod webhook;
 

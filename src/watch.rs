@@ -1,7 +1,8 @@
 //! Watches `events_dir` with inotify and hands new files to ingest.
 //!
-//! The inotify fd lives inside `smol::Async`, so an idle daemon sleeps in
-//! epoll and costs no CPU. The watch is added before the start-up scan, so
+//! The watcher runs inside [`crate::wake::block_on`] on the pipeline
+//! thread, which sleeps in poll(2) on the inotify fd: an idle daemon costs
+//! no CPU, and a new file wakes the thread that accepts and sends it. The watch is added before the start-up scan, so
 //! a file written during the scan is seen by one or the other (ingest
 //! ignores the second sighting). A queue overflow, or a batch the state
 //! directory could not take, triggers a full rescan. Any error (the
@@ -13,8 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inotify::{EventMask, Inotify, WatchMask};
+use std::os::fd::AsRawFd;
+
 use smol::future::FutureExt as _;
-use smol::Async;
 
 use crate::error::{Error, Result};
 use crate::ingest::{is_candidate, Ingest, Seen};
@@ -29,8 +31,9 @@ enum Batch {
     Rescan,
 }
 
-/// Watches until `stop`; errors are waited out. Run it on a thread of its
-/// own: it accepts batches (reads, fsyncs) inline.
+/// Watches until `stop`; errors are waited out. Run it inside
+/// [`crate::wake::block_on`], beside the sender: it accepts batches
+/// (reads, fsyncs) inline.
 pub async fn run(ingest: Arc<Ingest>, stop: Arc<Stop>) -> Result<()> {
     let mut attempt = 0;
     loop {
@@ -71,7 +74,8 @@ async fn watch(ingest: &Arc<Ingest>) -> Result<()> {
             WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::CREATE | WatchMask::ONLYDIR,
         )
         .map_err(|e| Error::io(&dir, e))?;
-    let mut inotify = Async::new(inotify).map_err(|e| Error::io(&dir, e))?;
+    let mut inotify = inotify;
+    let fd = inotify.as_raw_fd();
     let mut buf = vec![0u8; 64 * 1024];
     let mut next = Batch::Rescan;
     // When to rescan for files a batch could not finish with; it stands
@@ -87,9 +91,9 @@ async fn watch(ingest: &Arc<Ingest>) -> Result<()> {
         };
         let mut look_again = None;
         if !names.is_empty() {
-            // The watcher has a thread of its own (see `daemon`): the batch
-            // runs inline, with no hand-off to another thread.
-            match ingest.batch(names) {
+            // The batch runs inline, on the thread that sends (see
+            // `daemon`): a lone event is sent before it is synced.
+            match ingest.batch(names).await {
                 Ok(done) => look_again = done.look_again,
                 Err(e) => {
                     log::error!(
@@ -101,39 +105,35 @@ async fn watch(ingest: &Arc<Ingest>) -> Result<()> {
             }
         }
         let read = async {
-            // SAFETY: the closure only reads events; it never replaces or
-            // closes the inotify fd that async-io has registered.
-            let batch = unsafe {
-                inotify.read_with_mut(|i| {
-                    let mut names = Vec::new();
-                    let mut overflow = false;
-                    for ev in i.read_events(&mut buf)? {
-                        if ev.mask.contains(EventMask::Q_OVERFLOW) {
-                            overflow = true;
-                        } else if ev.mask.contains(EventMask::IGNORED) {
-                            return Err(std::io::Error::new(
-                                std::io::ErrorKind::NotFound,
-                                "the events directory was removed or unmounted",
-                            ));
-                        } else if let Some(name) =
-                            ev.name.filter(|n| is_candidate(&n.to_string_lossy()))
-                        {
-                            let how = if ev.mask.contains(EventMask::CREATE) {
-                                Seen::Created
-                            } else {
-                                Seen::Ready
-                            };
-                            names.push((name.to_os_string(), how));
-                        }
+            let batch = crate::wake::readable(fd, || {
+                let mut names = Vec::new();
+                let mut overflow = false;
+                for ev in inotify.read_events(&mut buf)? {
+                    if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                        overflow = true;
+                    } else if ev.mask.contains(EventMask::IGNORED) {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "the events directory was removed or unmounted",
+                        ));
+                    } else if let Some(name) =
+                        ev.name.filter(|n| is_candidate(&n.to_string_lossy()))
+                    {
+                        let how = if ev.mask.contains(EventMask::CREATE) {
+                            Seen::Created
+                        } else {
+                            Seen::Ready
+                        };
+                        names.push((name.to_os_string(), how));
                     }
-                    Ok(if overflow {
-                        log::warn!("inotify queue overflowed; rescanning the events directory");
-                        Batch::Rescan
-                    } else {
-                        Batch::Names(names)
-                    })
+                }
+                Ok(if overflow {
+                    log::warn!("inotify queue overflowed; rescanning the events directory");
+                    Batch::Rescan
+                } else {
+                    Batch::Names(names)
                 })
-            }
+            })
             .await;
             batch.map_err(|e| Error::io(&dir, e))
         };

@@ -59,6 +59,13 @@ pub struct Poller {
     pub controls: Arc<Controls>,
     /// Wakes the sender when a pause ends early (an empty batch).
     pub wake: smol::channel::Sender<Vec<crate::ingest::Queued>>,
+    /// The health checks, run between long polls (none for a fleet device).
+    pub health: Option<(
+        Arc<crate::health::Monitor>,
+        std::sync::Mutex<crate::health::Rhythm>,
+    )>,
+    /// Set while a long poll is in flight: a stop need not wait for it.
+    pub in_long_poll: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The delivery id source of a `user_response` for a Telegram update.
@@ -119,18 +126,44 @@ impl Poller {
         stranger
     }
 
-    /// Sleeps for `wait`, or less if the daemon is stopping.
+    /// Sleeps for `wait`, or less if the daemon is stopping; health checks
+    /// that come due meanwhile are run.
     async fn pause(&self, wait: Duration) {
-        let stopped = async { self.stop.wait().await };
-        async {
-            smol::Timer::after(wait).await;
+        let end = Instant::now() + wait;
+        loop {
+            self.check_health();
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stop.is_set() {
+                return;
+            }
+            let nap = left.min(self.health_due());
+            let stopped = async { self.stop.wait().await };
+            async {
+                smol::Timer::after(nap).await;
+            }
+            .or(stopped)
+            .await;
         }
-        .or(stopped)
-        .await;
+    }
+
+    /// Runs the health check if it is due.
+    fn check_health(&self) {
+        if let Some((m, r)) = &self.health {
+            m.check_if_due(&mut r.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
+    /// How long until the next health check.
+    fn health_due(&self) -> Duration {
+        match &self.health {
+            Some((m, r)) => m.until_due(&r.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Duration::MAX,
+        }
     }
 
     /// Polls until the daemon stops; network trouble and 409s are waited out.
     pub async fn run(self) -> Result<()> {
+        self.check_health();
         let mut attempt = 0;
         loop {
             if self.stop.is_set() {
@@ -168,23 +201,36 @@ impl Poller {
             if self.stop.is_set() {
                 return Ok(());
             }
-            let poll_timeout = self.live.get().telegram.poll_timeout_seconds;
+            // The long poll is the health check's timer too: it returns
+            // by the time the next check is due.
+            self.check_health();
+            let due_s = self.health_due().as_secs_f64().ceil() as u64;
+            let poll_timeout = self
+                .live
+                .get()
+                .telegram
+                .poll_timeout_seconds
+                .min(due_s.max(1));
             let params = json!({
                 "offset": offset,
                 "timeout": poll_timeout,
                 "allowed_updates": ["message", "callback_query"],
             });
             let poll_wait = Duration::from_secs(poll_timeout + 15);
-            let polled = async { Some(call(&self.api, "getUpdates", params, poll_wait).await) };
-            let stopped = async {
-                self.stop.wait().await;
-                None
-            };
-            // A long poll is abandoned on stop: its updates are not
+            // The poller has a thread of its own (see `daemon`): the call
+            // blocks only it, and an idle daemon's only waking thread is
+            // this one. A stop does not wait for it; its updates are not
             // confirmed, so Telegram sends them again.
-            let Some(polled) = polled.or(stopped).await else {
+            self.in_long_poll.store(true, Ordering::SeqCst);
+            if self.stop.is_set() {
+                // Set before the flag: the stop may be waiting for us.
                 return Ok(());
-            };
+            }
+            let polled = self.api.call("getUpdates", &params, poll_wait);
+            self.in_long_poll.store(false, Ordering::SeqCst);
+            if self.stop.is_set() {
+                return Ok(());
+            }
             let polled = polled.and_then(|result| {
                 update::parse_all(&result).map_err(|e| Error::Transport(e.to_string()))
             });
