@@ -130,6 +130,44 @@ pub struct Ingest {
     seq: AtomicU64,
     stats: Arc<Stats>,
     tx: smol::channel::Sender<Vec<Queued>>,
+    /// The last batch's removals of accepted files, on a pool thread.
+    removing: std::sync::Mutex<Option<crate::pool::Job<()>>>,
+}
+
+/// Makes a batch durable: button files, queue files, their directories,
+/// then the duplicate memory.
+fn persist(
+    spool: &Spool,
+    approvals: &Approvals,
+    accepted: &[(PathBuf, Event)],
+    items: &[Item],
+    now: u64,
+) -> Result<()> {
+    let mut buttons = false;
+    for (_, ev) in accepted {
+        if ev.is_approval() {
+            approvals.record(ev)?;
+            buttons = true;
+        }
+    }
+    spool.put_all_unsynced(items)?;
+    spool.queue.sync()?;
+    if buttons {
+        approvals.sync()?;
+    }
+    let ids: Vec<String> = accepted.iter().map(|(_, e)| e.event_id.clone()).collect();
+    spool.mark_seen(&ids, now)
+}
+
+/// Removes accepted files from the events directory.
+fn remove_all(paths: &[PathBuf]) {
+    for path in paths {
+        if let Err(e) = fs::remove_file(path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::warn!("{}: accepted but could not be removed: {e}", path.display());
+            }
+        }
+    }
 }
 
 /// Names we read: `*.json`, not hidden, not a writer's temporary file.
@@ -160,6 +198,7 @@ impl Ingest {
             seq: AtomicU64::new(clock::now_ms() * 1000),
             stats,
             tx,
+            removing: Default::default(),
         })
     }
 
@@ -180,6 +219,18 @@ impl Ingest {
             .collect();
         found.sort();
         Ok(found.into_iter().map(|(_, n)| (n, Seen::Scanned)).collect())
+    }
+
+    /// Waits for the last batch's removals, if they are still running.
+    pub fn finish_removing(&self) {
+        let job = self
+            .removing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(job) = job {
+            smol::future::block_on(job);
+        }
     }
 
     /// Accepts a batch of file names. Returns the new queue entries, or an
@@ -254,7 +305,7 @@ impl Ingest {
             }
         }
         if !accepted.is_empty() {
-            let items: Vec<Item> = accepted
+            let mut items: Vec<Item> = accepted
                 .iter()
                 .zip(&files)
                 .flat_map(|((_, ev), taken)| {
@@ -295,25 +346,36 @@ impl Ingest {
             // Not for an approval: its buttons must mean something (the
             // button file must exist) before anyone can press them.
             let early = (accepted.len() == 1 && !accepted[0].1.is_approval()).then(Durable::new);
-            let queued = |with: Option<&Arc<Durable>>| -> Vec<Queued> {
+            let queued = |items: &[Item], with: &Arc<Durable>| -> Vec<Queued> {
                 items
                     .iter()
-                    .map(|i| Queued::of(i.file_name(), i, with.map(|d| (i.clone(), d.clone()))))
+                    .map(|i| Queued::of(i.file_name(), i, Some((i.clone(), with.clone()))))
                     .collect()
             };
             if let Some(d) = &early {
-                let _ = self.tx.send_blocking(queued(Some(d)));
+                let _ = self.tx.send_blocking(queued(&items, d));
                 // The sender runs beside us on this thread (see `daemon`):
                 // let it send before the fsyncs below.
                 smol::future::yield_now().await;
-            }
-            let written = self.persist(&accepted, &items, now);
-            if let Some(d) = &early {
+                let written = self.persist(&accepted, &items, now);
                 d.done(written.is_ok());
-            }
-            written?;
-            if early.is_none() {
-                let _ = self.tx.send_blocking(queued(None));
+                written?;
+            } else {
+                // A batch is made durable on a pool thread while the
+                // sender, beside us, sends what came before it.
+                let (spool, approvals) = (self.spool.clone(), self.approvals.clone());
+                let (written, acc, its) = crate::pool::unblock(move || {
+                    let written = persist(&spool, &approvals, &accepted, &items, now);
+                    (written, accepted, items)
+                })
+                .await;
+                written?;
+                (accepted, items) = (acc, its);
+                // Handed over whole and on disk: the sender need not read
+                // the entries back.
+                let durable = Durable::new();
+                durable.done(true);
+                let _ = self.tx.send_blocking(queued(&items, &durable));
             }
             for (path, ev) in &accepted {
                 log::info!(
@@ -328,13 +390,19 @@ impl Ingest {
         }
         // The writer's attachment files in events_dir/files/ go with the
         // event file: the copies in state_dir are what is sent.
-        let sources = files.into_iter().flat_map(|t| t.sources);
-        for path in done.into_iter().chain(sources) {
-            if let Err(e) = fs::remove_file(&path) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    log::warn!("{}: accepted but could not be removed: {e}", path.display());
-                }
-            }
+        let paths: Vec<PathBuf> = done
+            .into_iter()
+            .chain(files.into_iter().flat_map(|t| t.sources))
+            .collect();
+        self.finish_removing();
+        if paths.len() <= 1 {
+            remove_all(&paths);
+        } else {
+            // A burst's unlinks (80 us each on ext4) run on a pool thread
+            // while this one sends. Each file is accepted already: one
+            // found again before it is gone is a duplicate, skipped.
+            let job = crate::pool::unblock(move || remove_all(&paths));
+            *self.removing.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
         }
         Ok(Accepted { look_again })
     }
@@ -353,23 +421,9 @@ impl Ingest {
         attach::take(ev, &place, &self.spool.root)
     }
 
-    /// Makes a batch durable: button files, queue files, their
-    /// directories, then the duplicate memory.
+    /// Makes a batch durable (see [`persist`]).
     fn persist(&self, accepted: &[(PathBuf, Event)], items: &[Item], now: u64) -> Result<()> {
-        let mut buttons = false;
-        for (_, ev) in accepted {
-            if ev.is_approval() {
-                self.approvals.record(ev)?;
-                buttons = true;
-            }
-        }
-        self.spool.put_all_unsynced(items)?;
-        self.spool.queue.sync()?;
-        if buttons {
-            self.approvals.sync()?;
-        }
-        let ids: Vec<String> = accepted.iter().map(|(_, e)| e.event_id.clone()).collect();
-        self.spool.mark_seen(&ids, now)
+        persist(&self.spool, &self.approvals, accepted, items, now)
     }
 
     fn examine(&self, path: &Path, how: Seen, now_iso: &str, max_bytes: u64) -> Outcome {

@@ -215,6 +215,35 @@ impl Spool {
         ev: &Event,
         now_ms: u64,
     ) -> Result<()> {
+        self.record_sent_as(chat, parts, ev, now_ms, true)
+    }
+
+    /// [`Spool::record_sent`] without waiting for the disk (group commit):
+    /// [`Spool::sync_sent`] makes it durable, before anything that follows
+    /// from it is written.
+    pub fn record_sent_unsynced(
+        &self,
+        chat: &str,
+        parts: &[(usize, i64)],
+        ev: &Event,
+        now_ms: u64,
+    ) -> Result<()> {
+        self.record_sent_as(chat, parts, ev, now_ms, false)
+    }
+
+    /// Makes every sent record written so far durable (one fdatasync).
+    pub fn sync_sent(&self) -> Result<()> {
+        self.sent.sync()
+    }
+
+    fn record_sent_as(
+        &self,
+        chat: &str,
+        parts: &[(usize, i64)],
+        ev: &Event,
+        now_ms: u64,
+        sync: bool,
+    ) -> Result<()> {
         let lines: Vec<SentLine> = parts
             .iter()
             .map(|&(part, message_id)| SentLine {
@@ -227,7 +256,11 @@ impl Spool {
                 part,
             })
             .collect();
-        self.sent.append(&lines)?;
+        if sync {
+            self.sent.append(&lines)?;
+        } else {
+            self.sent.append_unsynced(&lines)?;
+        }
         if self.sent.due() {
             // Months of running must not grow the log without bound.
             let now = clock::now_ms();

@@ -43,7 +43,10 @@ pub async fn run(ingest: Arc<Ingest>, stop: Arc<Stop>) -> Result<()> {
             None
         };
         match watched.or(stopped).await {
-            None => return Ok(()),
+            None => {
+                ingest.finish_removing();
+                return Ok(());
+            }
             Some(Ok(())) => attempt = 0,
             Some(Err(e)) => {
                 attempt += 1;

@@ -58,6 +58,9 @@ pub struct Shown {
 
 pub struct Progress {
     records: Records,
+    /// The names of the records on disk: a task's end looks up its progress
+    /// message, and most tasks have none, so most look-ups touch no file.
+    known: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn record_name(chat: &str, task_id: &str) -> String {
@@ -69,15 +72,26 @@ fn record_name(chat: &str, task_id: &str) -> String {
 
 impl Progress {
     pub fn open(state_dir: &std::path::Path) -> Result<Progress> {
+        let records = Records::open(state_dir, "progress")?;
+        let known = records.names()?.into_iter().collect();
         Ok(Progress {
-            records: Records::open(state_dir, "progress")?,
+            records,
+            known: std::sync::Mutex::new(known),
         })
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The message showing `task_id` in `chat`; a damaged record is moved
     /// aside and is `None` (the next state becomes a new message).
     pub fn get(&self, chat: &str, task_id: &str) -> Option<Shown> {
-        match self.records.get(&record_name(chat, task_id)) {
+        let name = record_name(chat, task_id);
+        if !self.known().contains(&name) {
+            return None;
+        }
+        match self.records.get(&name) {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("cannot read the progress record of task {task_id} in chat {chat}: {e}");
@@ -87,11 +101,20 @@ impl Progress {
     }
 
     pub fn put(&self, s: &Shown) -> Result<()> {
-        self.records.put(&record_name(&s.chat, &s.event.task_id), s)
+        let name = record_name(&s.chat, &s.event.task_id);
+        self.records.put(&name, s)?;
+        self.known().insert(name);
+        Ok(())
     }
 
     pub fn remove(&self, chat: &str, task_id: &str) -> Result<()> {
-        self.records.remove(&record_name(chat, task_id))
+        let name = record_name(chat, task_id);
+        if !self.known().contains(&name) {
+            return Ok(());
+        }
+        self.records.remove(&name)?;
+        self.known().remove(&name);
+        Ok(())
     }
 }
 

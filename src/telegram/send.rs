@@ -57,6 +57,13 @@ const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
 /// are finished from it after the restart.
 const GROUP: usize = 64;
 
+/// The most sends whose `sent.log` lines share one fdatasync (group
+/// commit). The lines are on disk before anything that follows from them
+/// (the hand-off), but a kill before their fdatasync repeats those sends:
+/// at most this many, and the one in flight, per kill, during a burst. A
+/// lone send is synced before the sender waits for the next.
+pub const SENT_GROUP: usize = 8;
+
 /// The longest `retry_after` obeyed. Telegram asks for seconds to hours;
 /// more than a day is not a rate limit but a broken answer.
 pub const MAX_RETRY_AFTER_S: u64 = 24 * 3600;
@@ -95,6 +102,10 @@ struct Done {
 pub struct Sender {
     /// Finished sends whose hand-off is written with the next group.
     done: Vec<Done>,
+    /// Sent records of `done` written but not yet fdatasynced.
+    unsynced: usize,
+    /// The queue removals of the last group's hand-off, on a pool thread.
+    removing: Option<crate::pool::Job<()>>,
     pub(crate) api: Arc<Api>,
     spool: Arc<Spool>,
     approvals: Arc<Approvals>,
@@ -177,6 +188,8 @@ impl Sender {
         }
         let mut s = Sender {
             done: Vec::new(),
+            unsynced: 0,
+            removing: None,
             hold_until,
             generation: live.generation(),
             pacer: Pacer::new(&cfg.limits),
@@ -354,6 +367,7 @@ impl Sender {
         loop {
             if stop.is_set() {
                 self.hand_off();
+                self.finish_removing();
                 return Ok(());
             }
             self.follow_config();
@@ -361,6 +375,12 @@ impl Sender {
                 self.add(batch);
             }
             self.let_unheld_pass();
+            if self.unsynced >= SENT_GROUP {
+                // A failure is met again by the hand-off, which stalls.
+                if self.spool.sync_sent().is_ok() {
+                    self.unsynced = 0;
+                }
+            }
             let due = self.next_due();
             if !self.done.is_empty()
                 && (self.done.len() >= GROUP || !due.as_ref().is_some_and(|(_, w)| w.is_zero()))
@@ -382,6 +402,10 @@ impl Sender {
             let wake = match due {
                 Some((chat, wait)) if wait.is_zero() => {
                     self.send_head(&chat).await;
+                    // The watcher beside us (see `daemon`) takes in new
+                    // files between two sends, and syncs them on a pool
+                    // thread while we go on.
+                    smol::future::yield_now().await;
                     continue;
                 }
                 Some((_, wait)) => {
@@ -398,6 +422,7 @@ impl Sender {
                 Wake::Timer => {}
                 Wake::Closed | Wake::Stop => {
                     self.hand_off();
+                    self.finish_removing();
                     return Ok(());
                 }
             }
@@ -412,6 +437,12 @@ impl Sender {
             return;
         }
         let group = std::mem::take(&mut self.done);
+        if self.unsynced > 0 {
+            if let Err(e) = self.spool.sync_sent() {
+                return self.put_back(group, &e);
+            }
+            self.unsynced = 0;
+        }
         let now = clock::now_ms();
         let info = self.outbox.info();
         let reports: Vec<(String, serde_json::Value)> = group
@@ -437,12 +468,39 @@ impl Sender {
         if let Err(e) = self.outbox.enqueue_all(&refs) {
             return self.put_back(group, &e);
         }
-        let removed = group
+        self.finish_removing();
+        let names: Vec<String> = group.iter().map(|d| d.name.clone()).collect();
+        // "delivered" is logged once the entry has left the queue.
+        let said: Vec<String> = group
             .iter()
-            .try_for_each(|d| self.spool.queue.remove_unsynced(&d.name).map(|_| ()))
-            .and_then(|()| self.spool.queue.sync());
-        if let Err(e) = removed {
-            return self.put_back(group, &e);
+            .map(|d| {
+                format!(
+                    "delivered {} to chat {} as message {:?}",
+                    d.item.event.event_id, d.chat, d.item.message_ids
+                )
+            })
+            .collect();
+        if names.len() == 1 {
+            if let Err(e) = remove_entries(&self.spool, &names) {
+                return self.put_back(group, &e);
+            }
+            said.iter().for_each(|l| log::info!("{l}"));
+        } else {
+            // A burst's removals (an unlink costs 80 us on ext4) run on a
+            // pool thread while the next sends go out. What they remove is
+            // already finished: if a removal fails, or a kill comes first,
+            // the entry is finished from the sent log at the next start
+            // and not sent again.
+            let spool = self.spool.clone();
+            self.removing = Some(crate::pool::unblock(move || {
+                match remove_entries(&spool, &names) {
+                    Ok(()) => said.iter().for_each(|l| log::info!("{l}")),
+                    Err(e) => log::error!(
+                        "cannot remove {} sent entries from the queue; they are finished at the next start, not sent again: {e}",
+                        names.len()
+                    ),
+                }
+            }));
         }
         for d in group {
             self.known.remove(&d.name);
@@ -452,12 +510,13 @@ impl Sender {
                 let ms = clock::age_ms(d.item.accepted_ms, now);
                 self.stats.event_delivery.observe(Duration::from_millis(ms));
             }
-            log::info!(
-                "delivered {} to chat {} as message {:?}",
-                d.item.event.event_id,
-                d.chat,
-                d.item.message_ids
-            );
+        }
+    }
+
+    /// Waits for the last group's removals, if any are still running.
+    fn finish_removing(&mut self) {
+        if let Some(job) = self.removing.take() {
+            smol::future::block_on(job);
         }
     }
 
@@ -663,20 +722,34 @@ impl Sender {
                 item.parts_sent += 1;
                 item.message_ids.extend(&ids);
                 Stats::bump(&self.stats.messages_sent);
-                // Telegram's answer goes to disk before anything else.
-                if let Err(e) = self.record(chat, &item, &part) {
+                // A task's end has a progress message to retire only if
+                // one was shown; most have none, and go with the group.
+                let grouped = item.parts_sent >= steps.len()
+                    && !item.event.is_approval()
+                    && item.files.is_empty()
+                    && (!progress::is_terminal(&item.event)
+                        || self.progress.get(chat, &item.event.task_id).is_none());
+                // Telegram's answer goes to disk before anything else: at
+                // once, or for a group's send with its group's fdatasync,
+                // before the group's hand-off.
+                let recorded = if grouped {
+                    self.spool
+                        .record_sent_unsynced(chat, &part, &item.event, clock::now_ms())
+                } else {
+                    self.record(chat, &item, &part)
+                };
+                if let Err(e) = recorded {
                     self.stall(chat, Some(item), part, &e);
                     return;
                 }
-                if item.parts_sent >= steps.len()
-                    && !item.event.is_approval()
-                    && !progress::is_terminal(&item.event)
-                    && item.files.is_empty()
-                {
+                if grouped {
                     // The rest of its hand-off is written with its group's.
+                    self.unsynced += 1;
                     self.group(chat, name, item);
                     return;
                 }
+                // That fdatasync covered the group's lines too.
+                self.unsynced = 0;
                 if item.parts_sent >= steps.len() {
                     self.finish(chat, &name, item).await;
                 } else {
@@ -905,6 +978,14 @@ impl Sender {
 }
 
 /// Why TLS may fail on a device that has no real-time clock.
+/// Removes finished entries from the queue, with one directory fsync.
+fn remove_entries(spool: &Spool, names: &[String]) -> Result<()> {
+    names
+        .iter()
+        .try_for_each(|n| spool.queue.remove_unsynced(n).map(|_| ()))
+        .and_then(|()| spool.queue.sync())
+}
+
 pub fn clock_hint(e: &Error) -> &'static str {
     if matches!(e, Error::Transport(_)) && !clock::plausible(clock::now_ms()) {
         " (the system clock reads a date before 2026, so certificates cannot be checked until NTP sets it; retrying)"

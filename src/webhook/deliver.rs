@@ -602,34 +602,50 @@ impl Outbox {
                     ));
                 }
                 Wake::Timer => {}
-                Wake::Done(done) => {
-                    in_flight -= 1;
-                    let name = done.name.clone();
-                    let next = match self.settle(done, &cfg) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            // Nothing is dropped: the record stays and the
-                            // attempt is made again.
-                            log::error!(
-                                "cannot record the outcome of webhook delivery {name}, retrying in {} s: {e}",
-                                SETTLE_RETRY_MS / 1000
-                            );
-                            self.stats.state_error();
-                            Some(clock::now_ms() + SETTLE_RETRY_MS)
+                Wake::Done(first) => {
+                    // Attempts that ended together are settled together:
+                    // their removals share one directory fsync.
+                    let mut ended = vec![first];
+                    while let Ok(d) = done_rx.try_recv() {
+                        ended.push(d);
+                    }
+                    let mut removed = false;
+                    for done in ended {
+                        in_flight -= 1;
+                        let name = done.name.clone();
+                        let next = match self.settle(done, &cfg, &mut removed) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                // Nothing is dropped: the record stays and the
+                                // attempt is made again.
+                                log::error!(
+                                    "cannot record the outcome of webhook delivery {name}, retrying in {} s: {e}",
+                                    SETTLE_RETRY_MS / 1000
+                                );
+                                self.stats.state_error();
+                                Some(clock::now_ms() + SETTLE_RETRY_MS)
+                            }
+                        };
+                        let Some(endpoint) = where_is.get(&name).cloned() else {
+                            continue;
+                        };
+                        let lane = lanes.entry(endpoint).or_default();
+                        lane.busy = lane.busy.saturating_sub(1);
+                        let seq = lane.seqs.remove(&name).unwrap_or(0);
+                        match next {
+                            Some(at) => {
+                                lane.waiting.insert((at, seq, name));
+                            }
+                            None => {
+                                where_is.remove(&name);
+                            }
                         }
-                    };
-                    let Some(endpoint) = where_is.get(&name).cloned() else {
-                        continue;
-                    };
-                    let lane = lanes.entry(endpoint).or_default();
-                    lane.busy = lane.busy.saturating_sub(1);
-                    let seq = lane.seqs.remove(&name).unwrap_or(0);
-                    match next {
-                        Some(at) => {
-                            lane.waiting.insert((at, seq, name));
-                        }
-                        None => {
-                            where_is.remove(&name);
+                    }
+                    if removed {
+                        // A removal lost in a crash is a delivery repeated
+                        // with its id (at least once), never a loss.
+                        if let Err(e) = self.records.sync() {
+                            log::warn!("cannot sync the outbox after deliveries: {e}");
                         }
                     }
                 }
@@ -639,7 +655,9 @@ impl Outbox {
 
     /// Records an attempt's outcome; returns the next attempt time if it is
     /// to be tried again.
-    fn settle(&self, done: Done, cfg: &Config) -> Result<Option<u64>> {
+    /// A delivered record is removed without a directory fsync, and
+    /// `removed` set: the caller syncs once for all it settled.
+    fn settle(&self, done: Done, cfg: &Config, removed: &mut bool) -> Result<Option<u64>> {
         let name = done.name.as_str();
         let Some(mut d) = self.records.get::<Delivery>(name)? else {
             log::error!("webhook delivery {name} vanished before its outcome was recorded");
@@ -676,7 +694,8 @@ impl Outbox {
             Outcome::Delivered(status) => {
                 // At least once: if this removal is lost in a crash, the
                 // receiver sees the same delivery id again.
-                self.records.remove(name)?;
+                self.records.remove_unsynced(name)?;
+                *removed = true;
                 Stats::bump(&self.stats.webhooks_delivered);
                 log::info!(
                     "webhook {} {id} delivered to {shown} ({status}) after {} attempt(s)",
