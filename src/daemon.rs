@@ -44,7 +44,6 @@ const STOP_GRACE: Duration = Duration::from_secs(8);
 pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
     // Before any thread exists, so that every thread inherits the mask.
     let signals = Signals::new()?;
-    keep_allocator_warm();
     let started = Instant::now();
     let stats = Arc::new(Stats::default());
     let state_dir = cfg.paths.state_dir.clone();
@@ -275,24 +274,6 @@ pub fn run(cfg: Config, path: Option<PathBuf>) -> Result<()> {
         log::info!("stopped");
         Ok(())
     }))
-}
-
-/// musl's allocator (mallocng) gives a size class's memory back to the
-/// kernel as soon as its last allocation is freed, and maps it again for
-/// the next: a lone event after idle paid for a few mmap/munmap pairs and
-/// their page faults before its send. One allocation kept in each small
-/// class keeps its group mapped (a few KiB in all); glibc's allocator
-/// does not need it and is not harmed by it.
-fn keep_allocator_warm() {
-    // mallocng's size classes in 16-byte units (src/malloc/mallocng/
-    // malloc.c), up to 16 KiB; 4 bytes of each slot are its header.
-    const CLASSES: [usize; 40] = [
-        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 18, 20, 25, 31, 36, 42, 50, 63, 72, 84, 102, 127,
-        146, 170, 204, 255, 292, 340, 409, 511, 584, 682, 818, 1023, 1169, 1364, 1637, 2047,
-    ];
-    for units in CLASSES {
-        std::mem::forget(Vec::<u8>::with_capacity(units * 16 - 4));
-    }
 }
 
 /// Runs `work` on a thread of its own, inside [`crate::wake::block_on`];
