@@ -321,20 +321,13 @@ impl Poller {
         }
     }
 
+    /// Answers a button press (stops its spinner). Inline: the poller has
+    /// a thread of its own (see `daemon`).
     async fn answer(&self, query_id: &str, text: &str) {
-        self.answer_now(query_id, text).await
-    }
-
-    /// Starts answering a callback query at once; the returned task ends
-    /// when Telegram has the answer.
-    fn answer_now(&self, query_id: &str, text: &str) -> crate::pool::Job<()> {
         let params = json!({"callback_query_id": query_id, "text": text});
-        let api = self.api.clone();
-        crate::pool::unblock(move || {
-            if let Err(e) = api.call("answerCallbackQuery", &params, CALL_TIMEOUT) {
-                log::warn!("answerCallbackQuery failed: {e}");
-            }
-        })
+        if let Err(e) = self.api.call("answerCallbackQuery", &params, CALL_TIMEOUT) {
+            log::warn!("answerCallbackQuery failed: {e}");
+        }
     }
 
     async fn reply(&self, chat: &str, text: &str) {
@@ -398,10 +391,7 @@ impl Poller {
         // The webhook and the response file are written before the decision
         // is recorded: a crash in between replays this update, which finds
         // them (by update id) and records the same decision.
-        let mut answered = None;
         let press = self.approvals.decide(&key, decision, |a| {
-            // The person's spinner stops while the files are written.
-            answered = Some(self.answer_now(query_id, &format!("Recorded: {label}")));
             let answer = payload::Answer {
                 response_id: format!("resp_{update_id}"),
                 event_id: Some(&a.event.event_id),
@@ -458,9 +448,9 @@ impl Poller {
                         a.messages.push((chat.clone(), mid));
                     }
                 }
-                if let Some(answered) = answered {
-                    answered.await;
-                }
+                // "Recorded" once it is: the files are written first (a
+                // millisecond, against Telegram's round trip).
+                self.answer(query_id, &format!("Recorded: {label}")).await;
                 self.show_outcome(&a, &decision_note(&a)).await;
             }
             Press::AlreadyDecided(a) => {
