@@ -345,7 +345,12 @@ impl Ingest {
             // not repeat hundreds.
             // Not for an approval: its buttons must mean something (the
             // button file must exist) before anyone can press them.
-            let early = (accepted.len() == 1 && !accepted[0].1.is_approval()).then(Durable::new);
+            // Only when the sender has nothing else: in a burst, files
+            // arriving one at a time go the batch's way (synced on the
+            // pool, together with those that come meanwhile).
+            let idle = Stats::get(&self.stats.backlog) == 0;
+            let early =
+                (idle && accepted.len() == 1 && !accepted[0].1.is_approval()).then(Durable::new);
             let queued = |items: &[Item], with: &Arc<Durable>| -> Vec<Queued> {
                 items
                     .iter()

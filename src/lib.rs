@@ -12,6 +12,7 @@
 //! - no forking, no PID files, no log files: the init system does that;
 //! - no Telegram features beyond notifications, buttons and replies.
 
+pub mod alloc;
 pub mod approvals;
 pub mod attach;
 pub mod clock;

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use cctelegram::config::{self, Config};
 use cctelegram::webhook::deliver::{DeadLetters, Outcome};
 use cctelegram::webhook::sign;
+
+/// See `src/alloc.rs`: musl's allocator would map and unmap pages for
+/// every lone event after idle.
+#[global_allocator]
+static ALLOC: cctelegram::alloc::Cached = cctelegram::alloc::Cached;
 use cctelegram::{clock, event, Error, Result};
 
 const HELP: &str = "\

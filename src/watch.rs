@@ -23,6 +23,9 @@ use crate::ingest::{is_candidate, Ingest, Seen};
 use crate::signals::Stop;
 use crate::telegram::send::backoff_up_to;
 
+/// The most files accepted (and synced) together.
+const BATCH: usize = 64;
+
 /// How long to wait before retrying files the state directory refused.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -93,17 +96,21 @@ async fn watch(ingest: &Arc<Ingest>) -> Result<()> {
             }
         };
         let mut look_again = None;
-        if !names.is_empty() {
-            // The batch runs inline, on the thread that sends (see
-            // `daemon`): a lone event is sent before it is synced.
-            match ingest.batch(names).await {
-                Ok(done) => look_again = done.look_again,
+        // The batch runs inline, on the thread that sends (see `daemon`):
+        // a lone event is sent before it is synced. Many names go in
+        // slices, so the sender sends one while the next is synced.
+        let mut names = names.into_iter().peekable();
+        while names.peek().is_some() {
+            let slice: Vec<_> = names.by_ref().take(BATCH).collect();
+            match ingest.batch(slice).await {
+                Ok(done) => look_again = look_again.or(done.look_again),
                 Err(e) => {
                     log::error!(
                         "cannot queue new events, will retry in {} s: {e}",
                         RETRY_AFTER.as_secs()
                     );
                     look_again = Some(RETRY_AFTER);
+                    break;
                 }
             }
         }

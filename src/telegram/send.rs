@@ -64,6 +64,11 @@ const GROUP: usize = 64;
 /// lone send is synced before the sender waits for the next.
 pub const SENT_GROUP: usize = 8;
 
+/// In a burst the watcher gets its turn after this many sends: often
+/// enough that new files wait little, seldom enough that they come in
+/// batches that share their fsyncs.
+const YIELD_EVERY: usize = 4;
+
 /// The longest `retry_after` obeyed. Telegram asks for seconds to hours;
 /// more than a day is not a rate limit but a broken answer.
 pub const MAX_RETRY_AFTER_S: u64 = 24 * 3600;
@@ -106,6 +111,8 @@ pub struct Sender {
     unsynced: usize,
     /// The queue removals of the last group's hand-off, on a pool thread.
     removing: Option<crate::pool::Job<()>>,
+    /// Sends since the watcher last had its turn.
+    sends_since_yield: usize,
     pub(crate) api: Arc<Api>,
     spool: Arc<Spool>,
     approvals: Arc<Approvals>,
@@ -190,6 +197,7 @@ impl Sender {
             done: Vec::new(),
             unsynced: 0,
             removing: None,
+            sends_since_yield: 0,
             hold_until,
             generation: live.generation(),
             pacer: Pacer::new(&cfg.limits),
@@ -402,10 +410,14 @@ impl Sender {
             let wake = match due {
                 Some((chat, wait)) if wait.is_zero() => {
                     self.send_head(&chat).await;
-                    // The watcher beside us (see `daemon`) takes in new
-                    // files between two sends, and syncs them on a pool
-                    // thread while we go on.
-                    smol::future::yield_now().await;
+                    // The watcher beside us (see `daemon`) takes in the
+                    // files that came meanwhile every few sends, and syncs
+                    // them on a pool thread while we go on.
+                    self.sends_since_yield += 1;
+                    if self.sends_since_yield >= YIELD_EVERY {
+                        self.sends_since_yield = 0;
+                        smol::future::yield_now().await;
+                    }
                     continue;
                 }
                 Some((_, wait)) => {
