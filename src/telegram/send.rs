@@ -514,6 +514,9 @@ impl Sender {
                 }
             }));
         }
+        // `done` is empty now: the backlog must say so (ingest's early
+        // send waits for an idle sender).
+        self.update_backlog();
         for d in group {
             self.known.remove(&d.name);
             self.note(&d.chat, &d.item, "delivered", None);
