@@ -218,25 +218,15 @@ impl Spool {
         self.record_sent_as(chat, parts, ev, now_ms, true)
     }
 
-    /// [`Spool::record_sent`] without waiting for the disk (group commit):
-    /// [`Spool::sync_sent`] makes it durable, before anything that follows
-    /// from it is written.
-    pub fn record_sent_unsynced(
-        &self,
-        chat: &str,
-        parts: &[(usize, i64)],
-        ev: &Event,
-        now_ms: u64,
-    ) -> Result<()> {
-        self.record_sent_as(chat, parts, ev, now_ms, false)
-    }
-
     /// Makes every sent record written so far durable (one fdatasync).
     pub fn sync_sent(&self) -> Result<()> {
         self.sent.sync()
     }
 
-    fn record_sent_as(
+    /// [`Spool::record_sent`], or with `sync` false without waiting for
+    /// the disk (group commit): [`Spool::sync_sent`] makes it durable,
+    /// before anything that follows from it is written.
+    pub fn record_sent_as(
         &self,
         chat: &str,
         parts: &[(usize, i64)],

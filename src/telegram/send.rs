@@ -749,7 +749,7 @@ impl Sender {
                 // before the group's hand-off.
                 let recorded = if grouped {
                     self.spool
-                        .record_sent_unsynced(chat, &part, &item.event, clock::now_ms())
+                        .record_sent_as(chat, &part, &item.event, clock::now_ms(), false)
                 } else {
                     self.record(chat, &item, &part)
                 };
