@@ -242,6 +242,9 @@ fn metrics_parse_with_prometheus_client_and_rise_with_traffic() {
     assert_eq!(after["cctelegram_messages_sent_total"], 3.0);
     assert_eq!(after["cctelegram_telegram_request_seconds_count"], 3.0);
     assert_eq!(after["cctelegram_event_delivery_seconds_count"], 3.0);
+    // Once all is delivered nothing waits (the figure used to keep the
+    // last group's size, so an idle sender looked busy).
+    assert_eq!(after["cctelegram_backlog"], 0.0);
     assert!(after["cctelegram_resident_memory_bytes"] > 100_000.0);
 }
 
