@@ -531,6 +531,18 @@ fn run_burst(tg: &FakeTelegram, dir: &Workdir, seen: usize, tag: &str, n: usize)
 /// CPU nanoseconds (schedstat) of each live thread of `who` (`"self"` or a
 /// pid), by thread id, with the thread's name.
 fn thread_times(who: &str) -> HashMap<String, (String, u64)> {
+    schedstat(who, 0)
+}
+
+/// Times each live thread of `who` was put on a CPU (schedstat's third
+/// field), by thread id, with the thread's name.
+fn thread_runs(who: &str) -> HashMap<String, (String, u64)> {
+    schedstat(who, 2)
+}
+
+/// Field `field` of /proc/WHO/task/*/schedstat, by thread id, with the
+/// thread's name.
+fn schedstat(who: &str, field: usize) -> HashMap<String, (String, u64)> {
     let mut out = HashMap::new();
     let Ok(dir) = fs::read_dir(format!("/proc/{who}/task")) else {
         return out;
@@ -540,15 +552,15 @@ fn thread_times(who: &str) -> HashMap<String, (String, u64)> {
         let Ok(sched) = fs::read_to_string(p.join("schedstat")) else {
             continue; // exited meanwhile
         };
-        let ns = sched
+        let value = sched
             .split_whitespace()
-            .next()
+            .nth(field)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
         let name = fs::read_to_string(p.join("comm")).unwrap_or_default();
         out.insert(
             t.file_name().to_string_lossy().into_owned(),
-            (name.trim().to_string(), ns),
+            (name.trim().to_string(), value),
         );
     }
     out
@@ -775,18 +787,13 @@ fn drain(
         .unwrap()
         .as_millis() as u64;
     for (i, body) in bodies.iter().cycle().take(n).enumerate() {
-        let d = Delivery {
-            id: format!("{prefix}{i:08}"),
-            kind: "event_processed".into(),
-            endpoint: endpoint.to_string(),
-            body: body.clone(),
+        let d = Delivery::new(
+            format!("{prefix}{i:08}"),
+            "event_processed",
+            endpoint.to_string(),
+            body.clone(),
             created_ms,
-            attempts: 0,
-            not_before: 0,
-            first_attempt: None,
-            last_error: None,
-            died_ms: None,
-        };
+        );
         let path = dir.outbox.join(format!("{}.json", d.id));
         fs::write(&path, serde_json::to_vec(&d).unwrap())
             .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -2284,30 +2291,4 @@ fn daemon_one(tg: &FakeTelegram, dir: &Workdir, seen: &mut usize, marker: &str) 
     *seen += 1;
     dir.wait_queue_empty();
     ms(at.saturating_duration_since(t0))
-}
-
-/// Times each live thread of `who` was put on a CPU (schedstat's third
-/// field), by thread id, with the thread's name.
-fn thread_runs(who: &str) -> HashMap<String, (String, u64)> {
-    let mut out = HashMap::new();
-    let Ok(dir) = fs::read_dir(format!("/proc/{who}/task")) else {
-        return out;
-    };
-    for t in dir.filter_map(Result::ok) {
-        let p = t.path();
-        let Ok(sched) = fs::read_to_string(p.join("schedstat")) else {
-            continue; // exited meanwhile
-        };
-        let runs = sched
-            .split_whitespace()
-            .nth(2)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        let name = fs::read_to_string(p.join("comm")).unwrap_or_default();
-        out.insert(
-            t.file_name().to_string_lossy().into_owned(),
-            (name.trim().to_string(), runs),
-        );
-    }
-    out
 }

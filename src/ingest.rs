@@ -318,16 +318,6 @@ impl Ingest {
                         .map(move |chat| (ev, taken, chat, all.clone()))
                 })
                 .map(|(ev, taken, chat, chats)| Item {
-                    seq: self.seq.fetch_add(1, Ordering::Relaxed),
-                    chat,
-                    event: ev.clone(),
-                    parts_sent: 0,
-                    message_ids: Vec::new(),
-                    attempts: 0,
-                    not_before: 0,
-                    plain: false,
-                    last_error: None,
-                    pending_notified: false,
                     accepted_ms: now,
                     files: taken.stored.clone(),
                     fanout: if taken.stored.is_empty() {
@@ -335,6 +325,7 @@ impl Ingest {
                     } else {
                         chats
                     },
+                    ..Item::new(self.seq.fetch_add(1, Ordering::Relaxed), chat, ev.clone())
                 })
                 .collect();
             // A lone event goes to the sender at once, while it is made

@@ -80,6 +80,25 @@ pub struct Item {
 }
 
 impl Item {
+    /// A send not tried yet, with no attachments.
+    pub fn new(seq: u64, chat: String, event: Event) -> Item {
+        Item {
+            seq,
+            chat,
+            event,
+            parts_sent: 0,
+            message_ids: Vec::new(),
+            attempts: 0,
+            not_before: 0,
+            plain: false,
+            last_error: None,
+            accepted_ms: 0,
+            pending_notified: false,
+            files: Vec::new(),
+            fanout: Vec::new(),
+        }
+    }
+
     /// Deterministic, so accepting the same event again after a crash
     /// rewrites the same file instead of queueing a second send.
     pub fn file_name(&self) -> String {
@@ -432,21 +451,7 @@ mod tests {
             String::new,
         )
         .unwrap();
-        Item {
-            seq,
-            chat: "1".into(),
-            event,
-            parts_sent: 0,
-            message_ids: vec![],
-            attempts: 0,
-            not_before: 0,
-            plain: false,
-            last_error: None,
-            pending_notified: false,
-            accepted_ms: 0,
-            files: Vec::new(),
-            fanout: Vec::new(),
-        }
+        Item::new(seq, "1".into(), event)
     }
 
     #[test]

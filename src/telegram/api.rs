@@ -44,16 +44,25 @@ impl Api {
         Error::Transport(redact(&what.to_string(), &self.token))
     }
 
-    /// Calls `method` with JSON `params`; returns the `result` on `ok: true`.
-    pub fn call(&self, method: &str, params: &Value, timeout: Duration) -> Result<Value> {
+    /// A POST to `method`, given up after `timeout`.
+    fn post(
+        &self,
+        method: &str,
+        timeout: Duration,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
         let url = format!("{}/bot{}/{method}", self.base, self.token);
-        let body = serde_json::to_vec(params).unwrap_or_default();
-        let resp = self
-            .agent
+        self.agent
             .post(&url)
             .config()
             .timeout_global(Some(timeout))
             .build()
+    }
+
+    /// Calls `method` with JSON `params`; returns the `result` on `ok: true`.
+    pub fn call(&self, method: &str, params: &Value, timeout: Duration) -> Result<Value> {
+        let body = serde_json::to_vec(params).unwrap_or_default();
+        let resp = self
+            .post(method, timeout)
             .header("content-type", "application/json")
             .send(&body[..])
             .map_err(|e| self.transport(e))?;
@@ -109,13 +118,8 @@ impl Api {
         body: impl std::io::Read + Send + 'static,
         timeout: Duration,
     ) -> Result<Value> {
-        let url = format!("{}/bot{}/{method}", self.base, self.token);
         let resp = self
-            .agent
-            .post(&url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
+            .post(method, timeout)
             .header("content-type", content_type)
             .header("content-length", len.to_string())
             .send(ureq::SendBody::from_owned_reader(body))

@@ -461,19 +461,8 @@ mod tests {
         let text = json!({"type": "info_notification", "title": title, "data": data}).to_string();
         let event = crate::event::parse(text.as_bytes(), "now", || "evt_1".into()).expect("event");
         Item {
-            seq: 0,
-            chat: "1".into(),
-            event,
-            parts_sent: 0,
-            message_ids: vec![],
-            attempts: 0,
-            not_before: 0,
-            plain: false,
-            last_error: None,
-            pending_notified: false,
-            accepted_ms: 0,
             files,
-            fanout: vec![],
+            ..Item::new(0, "1".into(), event)
         }
     }
 

@@ -159,6 +159,22 @@ pub fn delivery_id(kind: &str, source: &str) -> String {
 }
 
 impl Delivery {
+    /// A delivery not attempted yet.
+    pub fn new(id: String, kind: &str, endpoint: String, body: String, now_ms: u64) -> Delivery {
+        Delivery {
+            id,
+            kind: kind.to_string(),
+            endpoint,
+            body,
+            created_ms: now_ms,
+            attempts: 0,
+            not_before: 0,
+            first_attempt: None,
+            last_error: None,
+            died_ms: None,
+        }
+    }
+
     /// The record's name: one delivery id goes to several endpoints.
     pub fn file_name(&self) -> String {
         record_name(&self.id, &self.endpoint)
@@ -405,23 +421,14 @@ impl Outbox {
                 {
                     continue;
                 }
-                let d = Delivery {
-                    id: id.clone(),
-                    kind: kind.to_string(),
-                    endpoint: endpoint.clone(),
-                    body: match target.format {
-                        Format::Cctelegram => plain.get_or_insert_with(|| to_js_json(payload)),
-                        Format::Standard => standard
-                            .get_or_insert_with(|| payload::standard_envelope(kind, payload)),
+                let body = match target.format {
+                    Format::Cctelegram => plain.get_or_insert_with(|| to_js_json(payload)),
+                    Format::Standard => {
+                        standard.get_or_insert_with(|| payload::standard_envelope(kind, payload))
                     }
-                    .clone(),
-                    created_ms: now,
-                    attempts: 0,
-                    not_before: 0,
-                    first_attempt: None,
-                    last_error: None,
-                    died_ms: None,
-                };
+                }
+                .clone();
+                let d = Delivery::new(id.clone(), kind, endpoint.clone(), body, now);
                 records.push((name, d));
             }
         }

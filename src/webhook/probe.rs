@@ -63,18 +63,7 @@ pub fn command(cfg: &Config, words: &[String]) -> Result<()> {
             Format::Cctelegram => to_js_json(&p),
             Format::Standard => payload::standard_envelope("test", &p),
         };
-        let d = Delivery {
-            id: id.clone(),
-            kind: "test".into(),
-            endpoint: t.url.clone(),
-            body,
-            created_ms: now,
-            attempts: 0,
-            not_before: 0,
-            first_attempt: None,
-            last_error: None,
-            died_ms: None,
-        };
+        let d = Delivery::new(id.clone(), "test", t.url.clone(), body, now);
         let started = Instant::now();
         let outcome = deliver::attempt(&agent, t, &d, 0, clock::now_ms() / 1000);
         let ms = started.elapsed().as_millis();
