@@ -520,3 +520,39 @@ fn sends_are_paced_by_the_limits() {
         );
     }
 }
+
+/// A kept-alive connection the server closed while the daemon was idle is
+/// opened again for the next send, which does not fail for it.
+#[test]
+fn a_connection_the_server_closed_while_idle_costs_no_failed_send() {
+    let tg = FakeTelegram::start();
+    tg.close_idle_after(Duration::from_millis(200));
+    let setup = Setup::new("idle-close", &tg.url(), &[111], "");
+    let d = setup.start();
+    setup.drop_event("one.json", &event("info_notification", "before the close"));
+    tg.wait_messages(1, WAIT);
+    // Every connection but the long poll's has been idle and closed.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (accepted, closed) = tg.connections();
+        if closed >= 1 && accepted - closed <= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fake never closed the idle connections ({accepted} accepted, {closed} closed)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    setup.drop_event("two.json", &event("info_notification", "after the close"));
+    tg.wait_messages(2, WAIT);
+    settle(&setup, &d, &["111"], "idle-close");
+    let out = d.out.text();
+    assert!(
+        !out.contains("failed (attempt"),
+        "a send failed on the closed connection:\n{out}"
+    );
+    let counts = tally(&tg.messages());
+    assert_eq!(counts.values().sum::<usize>(), 3, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+}

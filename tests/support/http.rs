@@ -81,6 +81,12 @@ pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 pub struct Pace {
     pub bytes_per_sec: std::sync::atomic::AtomicU64,
     pub read: std::sync::atomic::AtomicU64,
+    /// Non-zero: idle keep-alive connections are closed after this many
+    /// ms instead of [`IDLE_TIMEOUT`], as servers do between requests.
+    pub idle_close_ms: std::sync::atomic::AtomicU64,
+    /// Connections accepted, and those closed for being idle.
+    pub accepted: std::sync::atomic::AtomicU64,
+    pub idle_closed: std::sync::atomic::AtomicU64,
 }
 
 /// Accepts connections until `stop` is set, one thread per connection.
@@ -103,6 +109,7 @@ pub fn serve_paced(
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
+                pace.accepted.fetch_add(1, Ordering::SeqCst);
                 let (handler, stop, pace) = (handler.clone(), stop.clone(), pace.clone());
                 thread::spawn(move || {
                     let _ = connection(stream, &handler, &stop, &pace);
@@ -171,8 +178,16 @@ fn connection(
         // Wait for the next request in short slices, so the thread notices a stop.
         stream.set_read_timeout(Some(POLL))?;
         let idle_since = Instant::now();
+        let idle_limit = match pace.idle_close_ms.load(Ordering::SeqCst) {
+            0 => IDLE_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        };
         loop {
-            if stop.load(Ordering::SeqCst) || idle_since.elapsed() > IDLE_TIMEOUT {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if idle_since.elapsed() > idle_limit {
+                pace.idle_closed.fetch_add(1, Ordering::SeqCst);
                 return Ok(());
             }
             match reader.fill_buf() {

@@ -848,6 +848,24 @@ impl FakeTelegram {
         self.lock().down = down;
     }
 
+    /// Idle keep-alive connections are closed after `after` (60 s unless
+    /// set), as servers close them between requests.
+    pub fn close_idle_after(&self, after: Duration) {
+        self.pace.idle_close_ms.store(
+            after.as_millis() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// Connections accepted so far, and those closed for being idle.
+    pub fn connections(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (
+            self.pace.accepted.load(SeqCst),
+            self.pace.idle_closed.load(SeqCst),
+        )
+    }
+
     /// Delays every answer by `delay`, after the request took effect.
     pub fn set_slow(&self, delay: Duration) {
         self.lock().slow = delay;
