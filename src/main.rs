@@ -242,7 +242,8 @@ fn init_logger() {
         Some("error") => log::LevelFilter::Error,
         Some("warn") => log::LevelFilter::Warn,
         Some("debug") => log::LevelFilter::Debug,
-        Some("trace") => log::LevelFilter::Trace,
+        // Trace is compiled out (Cargo.toml: log's release_max_level_debug).
+        Some("trace") => log::LevelFilter::Debug,
         _ => log::LevelFilter::Info,
     };
     // The HTTP stack's own debug output would print request URLs, and the
