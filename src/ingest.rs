@@ -130,8 +130,21 @@ pub struct Ingest {
     seq: AtomicU64,
     stats: Arc<Stats>,
     tx: smol::channel::Sender<Vec<Queued>>,
-    /// The last batch's removals of accepted files, on a pool thread.
-    removing: std::sync::Mutex<Option<crate::pool::Job<()>>>,
+    /// Accepted files still to be removed, on a pool thread.
+    removals: Arc<std::sync::Mutex<Removals>>,
+}
+
+/// Accepted files waiting to be removed, and the one pool job removing
+/// them: a batch hands its files over and goes on, it never waits.
+#[derive(Default)]
+struct Removals {
+    todo: Vec<PathBuf>,
+    job: Option<crate::pool::Job<()>>,
+    running: bool,
+}
+
+fn lock(r: &std::sync::Mutex<Removals>) -> std::sync::MutexGuard<'_, Removals> {
+    r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Makes a batch durable: button files, queue files, their directories,
@@ -150,7 +163,9 @@ fn persist(
             buttons = true;
         }
     }
-    spool.put_all_unsynced(items)?;
+    // A fleet device retires entries one by one as the broker takes
+    // them, not by sending: a batch would be rewritten at every one.
+    spool.put_all_unsynced(items, !crate::fleet::is_device())?;
     spool.queue.sync()?;
     if buttons {
         approvals.sync()?;
@@ -198,7 +213,7 @@ impl Ingest {
             seq: AtomicU64::new(clock::now_ms() * 1000),
             stats,
             tx,
-            removing: Default::default(),
+            removals: Default::default(),
         })
     }
 
@@ -221,16 +236,43 @@ impl Ingest {
         Ok(found.into_iter().map(|(_, n)| (n, Seen::Scanned)).collect())
     }
 
-    /// Waits for the last batch's removals, if they are still running.
+    /// Waits for the removals handed over so far, if any are running.
     pub fn finish_removing(&self) {
-        let job = self
-            .removing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let job = lock(&self.removals).job.take();
         if let Some(job) = job {
             smol::future::block_on(job);
         }
+    }
+
+    /// Removes accepted files: a lone one here and now, a burst's on a
+    /// pool thread while this one sends. The burst's unlinks wait there
+    /// for the writer, which holds the directory while it creates the
+    /// next files, instead of here. Each file is accepted already: one
+    /// found again before it is gone is a duplicate, skipped.
+    fn remove(&self, paths: Vec<PathBuf>) {
+        let mut r = lock(&self.removals);
+        if !r.running && paths.len() <= 1 {
+            drop(r);
+            remove_all(&paths);
+            return;
+        }
+        r.todo.extend(paths);
+        if r.running {
+            return;
+        }
+        r.running = true;
+        let shared = self.removals.clone();
+        r.job = Some(crate::pool::unblock(move || loop {
+            let next = {
+                let mut r = lock(&shared);
+                if r.todo.is_empty() {
+                    r.running = false;
+                    return;
+                }
+                std::mem::take(&mut r.todo)
+            };
+            remove_all(&next);
+        }));
     }
 
     /// Accepts a batch of file names. Returns the new queue entries, or an
@@ -390,16 +432,7 @@ impl Ingest {
             .into_iter()
             .chain(files.into_iter().flat_map(|t| t.sources))
             .collect();
-        self.finish_removing();
-        if paths.len() <= 1 {
-            remove_all(&paths);
-        } else {
-            // A burst's unlinks (80 us each on ext4) run on a pool thread
-            // while this one sends. Each file is accepted already: one
-            // found again before it is gone is a duplicate, skipped.
-            let job = crate::pool::unblock(move || remove_all(&paths));
-            *self.removing.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
-        }
+        self.remove(paths);
         Ok(Accepted { look_again })
     }
 

@@ -5,7 +5,8 @@
 //! with no database. Layout under `state_dir`:
 //!
 //! - `queue/`: one file per pending Telegram send (event, chat, progress,
-//!   `not_before`); it is deleted once the send is recorded.
+//!   `not_before`); it is deleted once the send is recorded. Entries
+//!   accepted together share a `*.batch` file instead ([`batch`]).
 //! - `undeliverable/`: sends Telegram refused for good, kept for a person.
 //! - `buttons/`: what each approval's buttons mean, so a press resolves
 //!   after a restart.
@@ -30,6 +31,8 @@ use crate::clock;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::store::{Cell, Log, Records};
+
+mod batch;
 
 pub use crate::store::{digest as hex_digest, ensure_dir, sync_dir, write_atomic, write_file};
 
@@ -117,6 +120,7 @@ pub fn file_name(event_id: &str, chat: &str) -> String {
 pub struct Spool {
     pub root: PathBuf,
     pub queue: Records,
+    batches: batch::Batches,
     pub undeliverable: Records,
     seen: Mutex<HashMap<String, u64>>,
     seen_log: Log,
@@ -174,7 +178,8 @@ impl Spool {
                 undeliverable.remove(&name)?;
             }
         }
-        let pending = queue.load_all::<Item>()?;
+        let batches = batch::Batches::open(&queue)?;
+        let pending = batches.pending(&queue)?;
         let (seen_log, lines) = Log::open::<SeenLine>(root, "seen.log", |l| {
             clock::age_ms(l.at, now_ms) < SEEN_FOR_MS
         })?;
@@ -213,6 +218,7 @@ impl Spool {
         Ok(Spool {
             root: root.to_path_buf(),
             queue,
+            batches,
             undeliverable,
             seen: Mutex::new(ids),
             seen_log,
@@ -376,30 +382,48 @@ impl Spool {
 
     /// Writes (or rewrites) a queue entry, durably.
     pub fn put(&self, item: &Item) -> Result<()> {
-        self.queue.put(&item.file_name(), item)
+        let name = item.file_name();
+        self.batches.owned(&name);
+        self.queue.put(&name, item)
     }
 
-    /// Writes a queue entry without syncing the directory; call
-    /// `queue.sync()` before relying on it.
-    pub fn put_unsynced(&self, item: &Item) -> Result<()> {
-        self.queue.put_unsynced(&item.file_name(), item)
-    }
-
-    /// Writes queue entries at the cost of about one fdatasync, without
-    /// syncing the directory; call `queue.sync()` before relying on them.
-    pub fn put_all_unsynced(&self, items: &[Item]) -> Result<()> {
+    /// Writes new queue entries at the cost of about one fdatasync, two or
+    /// more as one batch file, without syncing the directory; call
+    /// `queue.sync()` before relying on them.
+    pub fn put_all_unsynced(&self, items: &[Item], batch: bool) -> Result<()> {
+        if batch {
+            return self.batches.write(&self.queue, items);
+        }
         let records: Vec<(String, &Item)> = items.iter().map(|i| (i.file_name(), i)).collect();
         self.queue.put_all_unsynced(&records)
     }
 
-    /// Removes a finished entry durably.
+    /// Removes an entry that was not sent (refused for good, handed to a
+    /// fleet hub), durably.
     pub fn remove(&self, name: &str) -> Result<()> {
-        self.queue.remove(name)
+        if self.batches.drop_entry(&self.queue, name)? {
+            self.queue.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Removes entries whose sends are in the sent log, without the
+    /// directory fsync; whether a file went.
+    pub fn finish_sent_unsynced(&self, names: &[String]) -> Result<bool> {
+        self.batches.finish_sent(&self.queue, names)
+    }
+
+    /// Whether `name` is still queued.
+    pub fn is_queued(&self, name: &str) -> bool {
+        self.batches.contains(name) || self.queue.exists(name)
     }
 
     /// A queue entry; `None` when it is gone or was damaged (moved aside).
     pub fn get(&self, name: &str) -> Result<Option<Item>> {
-        self.queue.get(name)
+        match self.queue.get(name)? {
+            Some(item) => Ok(Some(item)),
+            None => self.batches.get(&self.queue, name),
+        }
     }
 
     /// Moves an entry Telegram refused for good out of the queue, keeping it
@@ -412,7 +436,7 @@ impl Spool {
 
     /// Every queued entry, oldest first; damaged ones are moved aside.
     pub fn pending(&self) -> Result<Vec<(String, Item)>> {
-        let mut out = self.queue.load_all::<Item>()?;
+        let mut out = self.batches.pending(&self.queue)?;
         out.sort_by_key(|(_, i)| i.seq);
         Ok(out)
     }
@@ -506,6 +530,125 @@ mod tests {
         assert_eq!(ids, ["b", "a"], "oldest first");
         assert!(d.join("damaged/queue_zz.json").exists());
         assert!(d.join("damaged/seen.log").exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn queue_files(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(d.join("queue"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn ids(s: &Spool) -> Vec<(String, u32)> {
+        s.pending()
+            .unwrap()
+            .into_iter()
+            .map(|(_, i)| (i.event.event_id, i.attempts))
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_shares_one_file_until_its_last_entry_is_sent() {
+        let d = tmp("batch");
+        let s = Spool::open(&d, 1000).unwrap();
+        let items = [item("a", 1), item("b", 2), item("c", 3)];
+        s.put_all_unsynced(&items, true).unwrap();
+        let files = queue_files(&d);
+        assert!(
+            files.len() == 1 && files[0].ends_with(".batch"),
+            "{files:?}"
+        );
+        assert_eq!(ids(&s), [("a".into(), 0), ("b".into(), 0), ("c".into(), 0)]);
+        let (a, b, c) = (
+            items[0].file_name(),
+            items[1].file_name(),
+            items[2].file_name(),
+        );
+        assert_eq!(s.get(&b).unwrap().unwrap().event.event_id, "b");
+        assert!(s.finish_sent_unsynced(&[a.clone(), b.clone()]).is_ok());
+        assert_eq!(queue_files(&d), files, "c still needs the batch");
+        assert!(!s.is_queued(&a) && s.is_queued(&c));
+        assert!(s.get(&a).unwrap().is_none());
+        assert!(s.finish_sent_unsynced(std::slice::from_ref(&c)).unwrap());
+        assert!(queue_files(&d).is_empty());
+        // Alone, an entry has a file of its own.
+        s.put_all_unsynced(&[item("d", 4)], true).unwrap();
+        assert_eq!(queue_files(&d), [item("d", 4).file_name()]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_batch_entry_sent_before_a_crash_is_finished_not_sent_again() {
+        let d = tmp("batch-crash");
+        let s = Spool::open(&d, 1000).unwrap();
+        let items = [item("a", 1), item("b", 2)];
+        s.put_all_unsynced(&items, true).unwrap();
+        s.record_sent("1", &[(0, 77)], &items[0].event, 1000)
+            .unwrap();
+        s.finish_sent_unsynced(&[items[0].file_name()]).unwrap();
+        drop(s); // a crash: the batch still holds a's line
+        let s = Spool::open(&d, 1001).unwrap();
+        assert_eq!(ids(&s), [("a".into(), 0), ("b".into(), 0)]);
+        let mut a = s.get(&items[0].file_name()).unwrap().unwrap();
+        s.recover(&items[0].file_name(), &mut a);
+        assert_eq!((a.parts_sent, a.message_ids), (1, vec![77]));
+        let names: Vec<String> = items.iter().map(Item::file_name).collect();
+        s.finish_sent_unsynced(&names).unwrap();
+        assert!(queue_files(&d).is_empty());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_rewritten_or_refused_batch_entry_counts_as_it_is_now() {
+        let d = tmp("batch-change");
+        let s = Spool::open(&d, 1000).unwrap();
+        let mut items = [item("a", 1), item("b", 2), item("c", 3)];
+        s.put_all_unsynced(&items, true).unwrap();
+        items[1].attempts = 3;
+        s.put(&items[1]).unwrap(); // a retry time: b gets a file of its own
+        s.give_up(&items[2]).unwrap(); // refused for good: c leaves the batch
+        assert!(!s.is_queued(&items[2].file_name()));
+        drop(s);
+        let s = Spool::open(&d, 1001).unwrap();
+        assert_eq!(ids(&s), [("a".into(), 0), ("b".into(), 3)]);
+        assert_eq!(s.get(&items[1].file_name()).unwrap().unwrap().attempts, 3);
+        assert!(d.join("undeliverable").join(items[2].file_name()).exists());
+        let names: Vec<String> = items[..2].iter().map(Item::file_name).collect();
+        s.finish_sent_unsynced(&names).unwrap();
+        assert!(queue_files(&d).is_empty(), "{:?}", queue_files(&d));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_batch_is_set_aside_and_its_readable_entries_kept() {
+        let d = tmp("batch-damaged");
+        let s = Spool::open(&d, 1000).unwrap();
+        s.put_all_unsynced(&[item("a", 1), item("b", 2)], true)
+            .unwrap();
+        drop(s);
+        let batch = queue_files(&d).remove(0);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join("queue").join(&batch))
+            .unwrap();
+        f.write_all(b"0123 {\"seq\":").unwrap();
+        // A line whose name is not its item's is damaged too.
+        let moved = format!(
+            "../x.json {}\n",
+            serde_json::to_string(&item("c", 3)).unwrap()
+        );
+        f.write_all(format!("\n{moved}").as_bytes()).unwrap();
+        let s = Spool::open(&d, 1001).unwrap();
+        assert_eq!(ids(&s), [("a".into(), 0), ("b".into(), 0)]);
+        assert!(d.join("damaged").join(format!("queue_{batch}")).exists());
+        assert!(!queue_files(&d).contains(&batch));
+        assert!(
+            !d.join("x.json").exists(),
+            "a name from the file is not a path"
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -971,7 +971,7 @@ impl Sender {
         if progress::is_terminal(&item.event) {
             self.progress.remove(chat, &item.event.task_id)?;
         }
-        self.spool.remove(name)?;
+        remove_entries(&self.spool, &[name.to_string()])?;
         self.release_files(item);
         Ok(decided)
     }
@@ -985,22 +985,22 @@ impl Sender {
         let queued = item
             .fanout
             .iter()
-            .any(|c| self.spool.queue.exists(&crate::spool::file_name(id, c)));
+            .any(|c| self.spool.is_queued(&crate::spool::file_name(id, c)));
         if !queued {
             attach::remove(&self.spool.root, &item.files);
         }
     }
 }
 
-/// Why TLS may fail on a device that has no real-time clock.
-/// Removes finished entries from the queue, with one directory fsync.
+/// Removes sent entries from the queue, with one directory fsync.
 fn remove_entries(spool: &Spool, names: &[String]) -> Result<()> {
-    names
-        .iter()
-        .try_for_each(|n| spool.queue.remove_unsynced(n).map(|_| ()))
-        .and_then(|()| spool.queue.sync())
+    if spool.finish_sent_unsynced(names)? {
+        spool.queue.sync()?;
+    }
+    Ok(())
 }
 
+/// Why TLS may fail on a device that has no real-time clock.
 pub fn clock_hint(e: &Error) -> &'static str {
     if matches!(e, Error::Transport(_)) && !clock::plausible(clock::now_ms()) {
         " (the system clock reads a date before 2026, so certificates cannot be checked until NTP sets it; retrying)"
