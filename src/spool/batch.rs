@@ -39,10 +39,12 @@ pub struct Batches {
 
 #[derive(Default)]
 struct State {
-    /// Entry name -> (its batch, whether it has a file of its own too).
-    of: HashMap<String, (String, bool)>,
-    /// Batch name -> how many of its entries are not finished.
-    left: HashMap<String, usize>,
+    /// Entry name -> `2 * i + own`: its batch is `batches[i]`; `own` (1)
+    /// when it has a file of its own too. (A `u64` value: the binary
+    /// has that map already.)
+    of: HashMap<String, u64>,
+    /// Each batch's file name and how many of its entries are left.
+    batches: Vec<(String, usize)>,
 }
 
 impl Batches {
@@ -71,15 +73,21 @@ impl Batches {
                 queue.quarantine(&batch, "a line does not parse");
                 continue;
             }
-            if lines.is_empty() {
+            // An entry counts in the first batch that has it.
+            let i = st.batches.len() as u64;
+            let mut left = 0;
+            for (name, _) in lines {
+                if let std::collections::hash_map::Entry::Vacant(e) = st.of.entry(name) {
+                    let own = u64::from(queue.exists(e.key()));
+                    e.insert(2 * i + own);
+                    left += 1;
+                }
+            }
+            if left == 0 {
                 queue.remove(&batch)?;
                 continue;
             }
-            st.left.insert(batch.clone(), lines.len());
-            for (name, _) in lines {
-                let own = queue.exists(&name);
-                st.of.insert(name, (batch.clone(), own));
-            }
+            st.batches.push((batch, left));
         }
         Ok(Batches {
             state: Mutex::new(st),
@@ -101,14 +109,12 @@ impl Batches {
                 .into_iter()
                 .partition(|(n, _)| !st.of.contains_key(n) && !queue.exists(n))
         };
-        let batch = fresh
-            .first()
-            .map(|(n, _)| format!("{}{SUFFIX}", n.trim_end_matches(".json")));
-        let batch = match batch {
-            Some(b) if fresh.len() > 1 && !self.lock().left.contains_key(&b) => b,
-            _ => return queue.put_all_unsynced(&[fresh, known].concat()),
-        };
+        if fresh.len() < 2 {
+            return queue.put_all_unsynced(&[fresh, known].concat());
+        }
         queue.put_all_unsynced(&known)?;
+        // Named after its first entry, which is in no other batch.
+        let batch = format!("{}{SUFFIX}", fresh[0].0.trim_end_matches(".json"));
         let mut bytes = Vec::new();
         for (name, item) in &fresh {
             bytes.extend_from_slice(name.as_bytes());
@@ -119,9 +125,10 @@ impl Batches {
         }
         write_file(&queue.dir, &batch, &bytes, FILE_MODE)?;
         let mut st = self.lock();
-        st.left.insert(batch.clone(), fresh.len());
+        let i = st.batches.len() as u64;
+        st.batches.push((batch, fresh.len()));
         for (name, _) in fresh {
-            st.of.insert(name, (batch.clone(), false));
+            st.of.insert(name, 2 * i);
         }
         Ok(())
     }
@@ -135,7 +142,7 @@ impl Batches {
     /// writing it): that file is what counts from now on.
     pub fn owned(&self, name: &str) {
         if let Some(m) = self.lock().of.get_mut(name) {
-            m.1 = true;
+            *m |= 1;
         }
     }
 
@@ -143,7 +150,7 @@ impl Batches {
     /// no batch).
     pub fn get(&self, queue: &Records, name: &str) -> Result<Option<Item>> {
         let st = self.lock();
-        let Some((batch, _)) = st.of.get(name) else {
+        let Some(batch) = st.batch_of(name) else {
             return Ok(None);
         };
         Ok(read(queue, batch)?
@@ -157,14 +164,16 @@ impl Batches {
         let mut st = self.lock();
         let mut out = queue.load_all::<Item>()?;
         let own: HashSet<String> = out.iter().map(|(n, _)| n.clone()).collect();
-        let batches: Vec<String> = st.left.keys().cloned().collect();
-        for batch in batches {
-            for (name, item) in read(queue, &batch)? {
-                let Some(m) = st.of.get_mut(&name).filter(|m| m.0 == batch) else {
+        for i in 0..st.batches.len() {
+            if st.batches[i].1 == 0 {
+                continue;
+            }
+            for (name, item) in read(queue, &st.batches[i].0)? {
+                let Some(m) = st.of.get_mut(&name).filter(|m| **m / 2 == i as u64) else {
                     continue;
                 };
                 if own.contains(&name) {
-                    m.1 = true;
+                    *m |= 1;
                 } else if let Some(item) = item {
                     out.push((name, item));
                 }
@@ -180,13 +189,10 @@ impl Batches {
         let mut st = self.lock();
         let mut gone = false;
         for name in names {
-            let own = st.of.get(name).is_none_or(|m| m.1);
-            if own {
+            if st.of.get(name).is_none_or(|m| m & 1 == 1) {
                 gone |= queue.remove_unsynced(name)?;
             }
-            if let Some((batch, _)) = st.of.remove(name) {
-                gone |= st.leave(queue, &batch)?;
-            }
+            gone |= st.leave(queue, name)?;
         }
         Ok(gone)
     }
@@ -196,50 +202,64 @@ impl Batches {
     pub fn drop_entry(&self, queue: &Records, name: &str) -> Result<bool> {
         let mut st = self.lock();
         let mut gone = queue.remove_unsynced(name)?;
-        let Some((batch, _)) = st.of.get(name).cloned() else {
+        let Some(&m) = st.of.get(name) else {
             return Ok(gone);
         };
-        if st.left.get(&batch) > Some(&1) {
+        let (batch, left) = &st.batches[(m / 2) as usize];
+        if *left > 1 {
             let mut bytes = Vec::new();
-            for line in read_lines(queue, &batch)? {
-                let n = line.split(' ').next().unwrap_or_default();
-                if n != name && st.of.get(n).is_some_and(|m| m.0 == batch) {
+            for (n, line) in read_lines(queue, batch)? {
+                if n != name && st.of.get(&n).is_some_and(|o| o / 2 == m / 2) {
                     bytes.extend_from_slice(line.as_bytes());
                     bytes.push(b'\n');
                 }
             }
-            write_file(&queue.dir, &batch, &bytes, FILE_MODE)?;
+            write_file(&queue.dir, batch, &bytes, FILE_MODE)?;
             gone = true;
         }
-        st.of.remove(name);
-        gone |= st.leave(queue, &batch)?;
+        gone |= st.leave(queue, name)?;
         Ok(gone)
     }
 }
 
 impl State {
-    /// One entry of `batch` is finished; the file goes with the last.
-    fn leave(&mut self, queue: &Records, batch: &str) -> Result<bool> {
-        let Some(left) = self.left.get_mut(batch) else {
+    fn batch_of(&self, name: &str) -> Option<&String> {
+        let m = self.of.get(name)?;
+        Some(&self.batches[(m / 2) as usize].0)
+    }
+
+    /// `name` is finished: it leaves its batch, and the batch file goes
+    /// with its last entry. Returns whether the file went.
+    fn leave(&mut self, queue: &Records, name: &str) -> Result<bool> {
+        let Some(m) = self.of.remove(name) else {
             return Ok(false);
         };
+        let (batch, left) = &mut self.batches[(m / 2) as usize];
         *left -= 1;
         if *left > 0 {
             return Ok(false);
         }
-        self.left.remove(batch);
-        queue.remove_unsynced(batch)
+        let gone = queue.remove_unsynced(batch);
+        if self.of.is_empty() {
+            self.batches.clear();
+        }
+        gone
     }
 }
 
-/// A batch's lines as text.
-fn read_lines(queue: &Records, batch: &str) -> Result<Vec<String>> {
+/// A batch's lines, each with the entry name it starts with.
+fn read_lines(queue: &Records, batch: &str) -> Result<Vec<(String, String)>> {
     let path = queue.path(batch);
     let bytes = std::fs::read(&path).map_err(|e| crate::error::Error::io(&path, e))?;
     Ok(String::from_utf8_lossy(&bytes)
         .lines()
         .filter(|l| !l.is_empty())
-        .map(str::to_string)
+        .map(|l| {
+            (
+                l.split(' ').next().unwrap_or_default().to_string(),
+                l.to_string(),
+            )
+        })
         .collect())
 }
 
@@ -248,13 +268,11 @@ fn read_lines(queue: &Records, batch: &str) -> Result<Vec<String>> {
 fn read(queue: &Records, batch: &str) -> Result<Vec<(String, Option<Item>)>> {
     Ok(read_lines(queue, batch)?
         .into_iter()
-        .map(|line| match line.split_once(' ') {
-            Some((name, json)) => {
-                let item = serde_json::from_str::<Item>(json).ok();
-                let item = item.filter(|i| i.file_name() == name);
-                (name.to_string(), item)
-            }
-            None => (line, None),
+        .map(|(name, line)| {
+            let json = line.get(name.len() + 1..).unwrap_or_default();
+            let item = serde_json::from_slice::<Item>(json.as_bytes()).ok();
+            let item = item.filter(|i| i.file_name() == name);
+            (name, item)
         })
         .collect())
 }
