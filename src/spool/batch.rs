@@ -241,7 +241,8 @@ impl State {
         }
         let gone = queue.remove_unsynced(batch);
         if self.of.is_empty() {
-            self.batches.clear();
+            // A burst's table is not kept through the idle hours after it.
+            *self = State::default();
         }
         gone
     }
