@@ -1363,12 +1363,25 @@ fn main() {
     stop_after("idle");
 
     // Burst: each file is written and renamed in while the daemon works.
+    let own_cpu = |since: &HashMap<String, (String, u64)>| -> f64 {
+        cpu_by_name(since, &thread_times("self"))
+            .iter()
+            .map(|c| c.2)
+            .sum()
+    };
+    let self0 = thread_times("self");
     let fb = run_burst(&fl.tg, &fl.dir, fl.seen, "fburst", BURST_EVENTS);
+    let floor_harness_cpu = own_cpu(&self0);
     fl.seen += BURST_EVENTS;
     let background = Background::start(&daemon);
+    let pid = daemon.pid().to_string();
+    let cpu0 = thread_times(&pid);
+    let self0 = thread_times("self");
     let b = run_burst(&tg, &dir, seen, "burst", BURST_EVENTS);
     seen += BURST_EVENTS;
     let busy_burst = background.percent(&daemon);
+    let burst_cpu = cpu_by_name(&cpu0, &thread_times(&pid));
+    let harness_cpu = own_cpu(&self0);
     dir.wait_queue_empty();
     daemon.assert_running();
     let (burst, rate, written, burst_lat) = (b.span(), b.rate(), b.written, &b.lat);
@@ -1395,6 +1408,17 @@ fn main() {
         verdict(burst.as_secs_f64() <= BURST_RATIO * fb.span().as_secs_f64())
     );
     println!("  other processes used {busy_burst:.0}% of the machine's CPU meanwhile");
+    println!(
+        "  CPU time over the burst: cctelegram's threads {}; this benchmark (the writer and \
+         the fake Bot API) {:.0} ms ({:.0} ms over the floor's burst)",
+        burst_cpu
+            .iter()
+            .map(|(name, n, s)| format!("{name} ({n}) {:.0} ms", s * 1e3))
+            .collect::<Vec<_>>()
+            .join(", "),
+        harness_cpu * 1e3,
+        floor_harness_cpu * 1e3
+    );
     stop_after("burst");
     println!(
         "  peak RSS (VmHWM) {peak} KiB = {peak_mib:.2} MiB   target < {PEAK_RSS_MIB} MiB   {}",

@@ -244,14 +244,17 @@ impl Ingest {
         }
     }
 
-    /// Removes accepted files: a lone one here and now, a burst's on a
-    /// pool thread while this one sends. The burst's unlinks wait there
-    /// for the writer, which holds the directory while it creates the
-    /// next files, instead of here. Each file is accepted already: one
-    /// found again before it is gone is a duplicate, skipped.
+    /// Removes accepted files: a lone one here and now, a burst's (or
+    /// one that came while the sender is busy) on a pool thread while this
+    /// one sends, and only when a CPU is idle
+    /// ([`crate::pool::when_idle`]). The burst's unlinks wait there for
+    /// the writer, which holds the directory while it creates the next
+    /// files, instead of here. Each file is accepted already: one found
+    /// again before it is gone is a duplicate, skipped.
     fn remove(&self, paths: Vec<PathBuf>) {
         let mut r = lock(&self.removals);
-        if !r.running && paths.len() <= 1 {
+        let busy = Stats::get(&self.stats.backlog) > 0;
+        if !r.running && !busy && paths.len() <= 1 {
             drop(r);
             remove_all(&paths);
             return;
@@ -271,7 +274,7 @@ impl Ingest {
                 }
                 std::mem::take(&mut r.todo)
             };
-            remove_all(&next);
+            crate::pool::when_idle(|| remove_all(&next));
         }));
     }
 

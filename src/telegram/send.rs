@@ -457,8 +457,12 @@ impl Sender {
         }
         let now = clock::now_ms();
         let info = self.outbox.info();
+        // With webhooks off there is nothing to build (a payload costs as
+        // much as rendering the message).
+        let hooks = self.live.get().webhook.enabled;
         let reports: Vec<(String, serde_json::Value)> = group
             .iter()
+            .filter(|_| hooks)
             .map(|d| {
                 let payload = payload::event_processed(
                     &d.item.event,
