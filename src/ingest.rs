@@ -163,9 +163,7 @@ fn persist(
             buttons = true;
         }
     }
-    // A fleet device retires entries one by one as the broker takes
-    // them, not by sending: a batch would be rewritten at every one.
-    spool.put_all_unsynced(items, !crate::fleet::is_device())?;
+    spool.put_all_unsynced(items)?;
     spool.queue.sync()?;
     if buttons {
         approvals.sync()?;
@@ -246,10 +244,9 @@ impl Ingest {
 
     /// Removes accepted files: a lone one here and now, a burst's (or
     /// one that came while the sender is busy) on a pool thread while this
-    /// one sends, and only when a CPU is idle
-    /// ([`crate::pool::when_idle`]). The burst's unlinks wait there for
-    /// the writer, which holds the directory while it creates the next
-    /// files, instead of here. Each file is accepted already: one found
+    /// one sends. The burst's unlinks wait there for the writer, which
+    /// holds the directory while it creates the next files, instead of
+    /// here. Each file is accepted already: one found
     /// again before it is gone is a duplicate, skipped.
     fn remove(&self, paths: Vec<PathBuf>) {
         let mut r = lock(&self.removals);
@@ -274,7 +271,7 @@ impl Ingest {
                 }
                 std::mem::take(&mut r.todo)
             };
-            crate::pool::when_idle(|| remove_all(&next));
+            remove_all(&next);
         }));
     }
 

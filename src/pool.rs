@@ -86,27 +86,6 @@ impl Pool {
     }
 }
 
-/// Runs `f` on this thread at the `SCHED_IDLE` policy: only when a CPU
-/// has nothing else to run. For clean-up nobody waits for, such as a
-/// burst's unlinks, which would otherwise spin on a directory lock the
-/// writer holds, on the CPU the sender and the writer need.
-pub fn when_idle<T>(f: impl FnOnce() -> T) -> T {
-    fn policy(p: libc::c_int) {
-        // The kernel's `struct sched_param` is one int, the priority.
-        let priority: libc::c_int = 0;
-        // SAFETY: the raw system call (musl's wrapper only says ENOSYS) on
-        // the calling thread (tid 0) with a valid parameter; a failure
-        // leaves the policy as it was, which is harmless.
-        unsafe {
-            libc::syscall(libc::SYS_sched_setscheduler, 0, p, &priority);
-        }
-    }
-    policy(libc::SCHED_IDLE);
-    let out = f();
-    policy(libc::SCHED_OTHER);
-    out
-}
-
 /// The result of a job on the pool.
 pub struct Job<T> {
     rx: smol::channel::Receiver<T>,
@@ -162,21 +141,5 @@ mod tests {
         let a = unblock(move || rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok());
         let b = unblock(move || tx.send(()).is_ok());
         assert!(smol::block_on(async { b.await && a.await }));
-    }
-
-    #[test]
-    fn clean_up_runs_at_the_idle_policy_and_the_thread_returns_to_normal() {
-        // SAFETY: a system call that only reads the calling thread's policy.
-        let now = || unsafe { libc::syscall(libc::SYS_sched_getscheduler, 0) };
-        let inside = std::thread::spawn(move || (when_idle(now), now()))
-            .join()
-            .unwrap();
-        assert_eq!(
-            inside,
-            (
-                libc::c_long::from(libc::SCHED_IDLE),
-                libc::c_long::from(libc::SCHED_OTHER)
-            )
-        );
     }
 }

@@ -390,12 +390,8 @@ impl Spool {
     /// Writes new queue entries at the cost of about one fdatasync, two or
     /// more as one batch file, without syncing the directory; call
     /// `queue.sync()` before relying on them.
-    pub fn put_all_unsynced(&self, items: &[Item], batch: bool) -> Result<()> {
-        if batch {
-            return self.batches.write(&self.queue, items);
-        }
-        let records: Vec<(String, &Item)> = items.iter().map(|i| (i.file_name(), i)).collect();
-        self.queue.put_all_unsynced(&records)
+    pub fn put_all_unsynced(&self, items: &[Item]) -> Result<()> {
+        self.batches.write(&self.queue, items)
     }
 
     /// Removes an entry that was not sent (refused for good, handed to a
@@ -555,7 +551,7 @@ mod tests {
         let d = tmp("batch");
         let s = Spool::open(&d, 1000).unwrap();
         let items = [item("a", 1), item("b", 2), item("c", 3)];
-        s.put_all_unsynced(&items, true).unwrap();
+        s.put_all_unsynced(&items).unwrap();
         let files = queue_files(&d);
         assert!(
             files.len() == 1 && files[0].ends_with(".batch"),
@@ -575,7 +571,7 @@ mod tests {
         assert!(s.finish_sent_unsynced(std::slice::from_ref(&c)).unwrap());
         assert!(queue_files(&d).is_empty());
         // Alone, an entry has a file of its own.
-        s.put_all_unsynced(&[item("d", 4)], true).unwrap();
+        s.put_all_unsynced(&[item("d", 4)]).unwrap();
         assert_eq!(queue_files(&d), [item("d", 4).file_name()]);
         fs::remove_dir_all(&d).unwrap();
     }
@@ -585,7 +581,7 @@ mod tests {
         let d = tmp("batch-crash");
         let s = Spool::open(&d, 1000).unwrap();
         let items = [item("a", 1), item("b", 2)];
-        s.put_all_unsynced(&items, true).unwrap();
+        s.put_all_unsynced(&items).unwrap();
         s.record_sent("1", &[(0, 77)], &items[0].event, 1000)
             .unwrap();
         s.finish_sent_unsynced(&[items[0].file_name()]).unwrap();
@@ -606,7 +602,7 @@ mod tests {
         let d = tmp("batch-change");
         let s = Spool::open(&d, 1000).unwrap();
         let mut items = [item("a", 1), item("b", 2), item("c", 3)];
-        s.put_all_unsynced(&items, true).unwrap();
+        s.put_all_unsynced(&items).unwrap();
         items[1].attempts = 3;
         s.put(&items[1]).unwrap(); // a retry time: b gets a file of its own
         s.give_up(&items[2]).unwrap(); // refused for good: c leaves the batch
@@ -626,8 +622,7 @@ mod tests {
     fn a_damaged_batch_is_set_aside_and_its_readable_entries_kept() {
         let d = tmp("batch-damaged");
         let s = Spool::open(&d, 1000).unwrap();
-        s.put_all_unsynced(&[item("a", 1), item("b", 2)], true)
-            .unwrap();
+        s.put_all_unsynced(&[item("a", 1), item("b", 2)]).unwrap();
         drop(s);
         let batch = queue_files(&d).remove(0);
         let mut f = OpenOptions::new()

@@ -99,8 +99,8 @@ impl Batches {
     }
 
     /// Writes `items` as queue entries without the directory fsync: two or
-    /// more new ones as one batch, the rest (already queued, or alone) as
-    /// files of their own.
+    /// more new ones as one batch, the rest (already queued, or alone, or
+    /// on a fleet device) as files of their own.
     pub fn write(&self, queue: &Records, items: &[Item]) -> Result<()> {
         let named: Vec<(String, &Item)> = items.iter().map(|i| (i.file_name(), i)).collect();
         let (fresh, known): (Vec<_>, Vec<_>) = {
@@ -109,7 +109,9 @@ impl Batches {
                 .into_iter()
                 .partition(|(n, _)| !st.of.contains_key(n) && !queue.exists(n))
         };
-        if fresh.len() < 2 {
+        // A fleet device retires entries one by one as the broker takes
+        // them, not by sending: a batch would be rewritten at every one.
+        if fresh.len() < 2 || crate::fleet::is_device() {
             return queue.put_all_unsynced(&[fresh, known].concat());
         }
         queue.put_all_unsynced(&known)?;

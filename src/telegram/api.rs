@@ -79,7 +79,7 @@ impl Api {
             .limit(8 << 20)
             .read_to_vec()
             .map_err(|e| self.transport(e))?;
-        let answer: Value = match serde_json::from_slice(&bytes) {
+        let mut answer: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(_) if status >= 400 => {
                 return Err(Error::Telegram {
@@ -91,7 +91,7 @@ impl Api {
             Err(_) => return Err(self.transport(format!("{method}: an answer that is not JSON"))),
         };
         if answer["ok"].as_bool() == Some(true) {
-            return Ok(answer["result"].clone());
+            return Ok(answer["result"].take());
         }
         let code = answer["error_code"]
             .as_u64()
