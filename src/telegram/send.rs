@@ -104,13 +104,17 @@ struct Done {
     item: Item,
 }
 
+/// A group's hand-off being written on the pool, and the group.
+type HandOff = (crate::pool::Job<Result<()>>, Arc<Vec<Done>>);
+
 pub struct Sender {
     /// Finished sends whose hand-off is written with the next group.
     done: Vec<Done>,
     /// Sent records of `done` written but not yet fdatasynced.
     unsynced: usize,
-    /// The queue removals of the last group's hand-off, on a pool thread.
-    removing: Option<crate::pool::Job<()>>,
+    /// The last group's hand-off, on a pool thread, and the group (put
+    /// back if it could not be written).
+    removing: Option<HandOff>,
     /// Sends since the watcher last had its turn.
     sends_since_yield: usize,
     pub(crate) api: Arc<Api>,
@@ -455,73 +459,13 @@ impl Sender {
             }
             self.unsynced = 0;
         }
-        let now = clock::now_ms();
-        let info = self.outbox.info();
-        // With webhooks off there is nothing to build (a payload costs as
-        // much as rendering the message).
-        let hooks = self.live.get().webhook.enabled;
-        let reports: Vec<(String, serde_json::Value)> = group
-            .iter()
-            .filter(|_| hooks)
-            .map(|d| {
-                let payload = payload::event_processed(
-                    &d.item.event,
-                    &d.chat,
-                    Status::Delivered,
-                    d.item.message_ids.last().copied(),
-                    None,
-                    now,
-                    &info,
-                );
-                let source = processed_source(&d.item.event.event_id, &d.chat, Status::Delivered);
-                (source, payload)
-            })
-            .collect();
-        let refs: Vec<(&str, &str, &serde_json::Value)> = reports
-            .iter()
-            .map(|(s, p)| ("event_processed", s.as_str(), p))
-            .collect();
-        if let Err(e) = self.outbox.enqueue_all(&refs) {
-            return self.put_back(group, &e);
-        }
+        // The last group's hand-off first: webhooks go out in order.
         self.finish_removing();
-        let names: Vec<String> = group.iter().map(|d| d.name.clone()).collect();
-        // "delivered" is logged once the entry has left the queue.
-        let said: Vec<String> = group
-            .iter()
-            .map(|d| {
-                format!(
-                    "delivered {} to chat {} as message {:?}",
-                    d.item.event.event_id, d.chat, d.item.message_ids
-                )
-            })
-            .collect();
-        if names.len() == 1 {
-            if let Err(e) = remove_entries(&self.spool, &names) {
-                return self.put_back(group, &e);
-            }
-            said.iter().for_each(|l| log::info!("{l}"));
-        } else {
-            // A burst's removals (an unlink costs 80 us on ext4) run on a
-            // pool thread while the next sends go out. What they remove is
-            // already finished: if a removal fails, or a kill comes first,
-            // the entry is finished from the sent log at the next start
-            // and not sent again.
-            let spool = self.spool.clone();
-            self.removing = Some(crate::pool::unblock(move || {
-                match remove_entries(&spool, &names) {
-                    Ok(()) => said.iter().for_each(|l| log::info!("{l}")),
-                    Err(e) => log::error!(
-                        "cannot remove {} sent entries from the queue; they are finished at the next start, not sent again: {e}",
-                        names.len()
-                    ),
-                }
-            }));
-        }
+        let now = clock::now_ms();
         // `done` is empty now: the backlog must say so (ingest's early
         // send waits for an idle sender).
         self.update_backlog();
-        for d in group {
+        for d in &group {
             self.known.remove(&d.name);
             self.note(&d.chat, &d.item, "delivered", None);
             Stats::bump(&self.stats.events_delivered);
@@ -530,12 +474,40 @@ impl Sender {
                 self.stats.event_delivery.observe(Duration::from_millis(ms));
             }
         }
+        if group.len() == 1 {
+            if let Err(e) = write_hand_off(&self.outbox, &self.spool, &group, now) {
+                self.known.insert(group[0].name.clone());
+                self.put_back(group, &e);
+            }
+            return;
+        }
+        // A burst's hand-offs (webhook files, queue removals) are written
+        // on a pool thread while the next sends go out; the next group's
+        // waits for this one. Telegram has these messages and sent.log
+        // says so: a failure puts them back to be finished one by one (as
+        // a kill before this would at the next start), never sent again.
+        let (outbox, spool) = (self.outbox.clone(), self.spool.clone());
+        let group = Arc::new(group);
+        let theirs = Arc::clone(&group);
+        let job = crate::pool::unblock(move || write_hand_off(&outbox, &spool, &theirs, now));
+        self.removing = Some((job, group));
     }
 
-    /// Waits for the last group's removals, if any are still running.
+    /// Waits for the last group's hand-off, if it is still being written;
+    /// one that failed is put back.
     fn finish_removing(&mut self) {
-        if let Some(job) = self.removing.take() {
-            smol::future::block_on(job);
+        let Some((job, group)) = self.removing.take() else {
+            return;
+        };
+        if let Err(e) = smol::future::block_on(job) {
+            // The job's own reference went with its closure, before its
+            // answer; if not, the group stays on disk, to be finished
+            // from the sent log at the next start.
+            let group = Arc::try_unwrap(group).unwrap_or_default();
+            for d in &group {
+                self.known.insert(d.name.clone());
+            }
+            self.put_back(group, &e);
         }
     }
 
@@ -994,6 +966,48 @@ impl Sender {
             attach::remove(&self.spool.root, &item.files);
         }
     }
+}
+
+/// Writes the hand-off of sent entries: their `event_processed` webhooks,
+/// then the entries leave the queue, and only then is "delivered" logged.
+fn write_hand_off(outbox: &Outbox, spool: &Spool, group: &[Done], now: u64) -> Result<()> {
+    let info = outbox.info();
+    // With webhooks off there is nothing to build (a payload costs as
+    // much as rendering the message).
+    let hooks = outbox.enabled();
+    let reports: Vec<(String, serde_json::Value)> = group
+        .iter()
+        .filter(|_| hooks)
+        .map(|d| {
+            let payload = payload::event_processed(
+                &d.item.event,
+                &d.chat,
+                Status::Delivered,
+                d.item.message_ids.last().copied(),
+                None,
+                now,
+                &info,
+            );
+            let source = processed_source(&d.item.event.event_id, &d.chat, Status::Delivered);
+            (source, payload)
+        })
+        .collect();
+    let refs: Vec<(&str, &str, &serde_json::Value)> = reports
+        .iter()
+        .map(|(s, p)| ("event_processed", s.as_str(), p))
+        .collect();
+    outbox.enqueue_all(&refs)?;
+    let names: Vec<String> = group.iter().map(|d| d.name.clone()).collect();
+    remove_entries(spool, &names)?;
+    for d in group {
+        log::info!(
+            "delivered {} to chat {} as message {:?}",
+            d.item.event.event_id,
+            d.chat,
+            d.item.message_ids
+        );
+    }
+    Ok(())
 }
 
 /// Removes sent entries from the queue, with one directory fsync.

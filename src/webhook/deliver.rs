@@ -365,6 +365,11 @@ impl Outbox {
         self.figures.snapshot(&urls)
     }
 
+    /// Whether webhooks are on (reports are built only then).
+    pub fn enabled(&self) -> bool {
+        self.live.get().webhook.enabled
+    }
+
     pub fn info(&self) -> BridgeInfo {
         BridgeInfo {
             uptime_seconds: self.started.elapsed().as_secs(),
