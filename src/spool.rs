@@ -570,6 +570,22 @@ mod tests {
         assert!(s.get(&a).unwrap().is_none());
         assert!(s.finish_sent_unsynced(std::slice::from_ref(&c)).unwrap());
         assert!(queue_files(&d).is_empty());
+        // A batch still here under the name a new one would take is kept.
+        s.put_all_unsynced(&[item("a", 1), item("b", 2)]).unwrap();
+        let first = queue_files(&d);
+        s.finish_sent_unsynced(std::slice::from_ref(&a)).unwrap();
+        s.put_all_unsynced(&[item("a", 5), item("e", 6)]).unwrap();
+        assert!(s.is_queued(&b), "b's batch was not overwritten");
+        assert_eq!(s.get(&b).unwrap().unwrap().event.event_id, "b");
+        assert!(queue_files(&d)
+            .iter()
+            .all(|f| first.contains(f) || f.ends_with(".json")));
+        let names: Vec<String> = [&a, &b, &item("e", 6).file_name()]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        s.finish_sent_unsynced(&names).unwrap();
+        assert!(queue_files(&d).is_empty(), "{:?}", queue_files(&d));
         // Alone, an entry has a file of its own.
         s.put_all_unsynced(&[item("d", 4)]).unwrap();
         assert_eq!(queue_files(&d), [item("d", 4).file_name()]);

@@ -109,14 +109,20 @@ impl Batches {
                 .into_iter()
                 .partition(|(n, _)| !st.of.contains_key(n) && !queue.exists(n))
         };
+        // Named after its first entry. (A batch of that name still here
+        // had that entry first and kept others: the same event again, a
+        // day later. Not overwritten.)
+        let batch = fresh
+            .first()
+            .map(|(n, _)| format!("{}{SUFFIX}", n.trim_end_matches(".json")))
+            .filter(|b| !queue.exists(b));
         // A fleet device retires entries one by one as the broker takes
         // them, not by sending: a batch would be rewritten at every one.
-        if fresh.len() < 2 || crate::fleet::is_device() {
-            return queue.put_all_unsynced(&[fresh, known].concat());
-        }
+        let batch = match batch {
+            Some(b) if fresh.len() > 1 && !crate::fleet::is_device() => b,
+            _ => return queue.put_all_unsynced(&[fresh, known].concat()),
+        };
         queue.put_all_unsynced(&known)?;
-        // Named after its first entry, which is in no other batch.
-        let batch = format!("{}{SUFFIX}", fresh[0].0.trim_end_matches(".json"));
         let mut bytes = Vec::new();
         for (name, item) in &fresh {
             bytes.extend_from_slice(name.as_bytes());

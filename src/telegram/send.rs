@@ -947,7 +947,9 @@ impl Sender {
         if progress::is_terminal(&item.event) {
             self.progress.remove(chat, &item.event.task_id)?;
         }
-        remove_entries(&self.spool, &[name.to_string()])?;
+        // Not always after a send of its own (a progress state superseded
+        // before it was shown): a batch is rewritten without it.
+        self.spool.remove(name)?;
         self.release_files(item);
         Ok(decided)
     }
