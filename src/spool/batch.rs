@@ -11,12 +11,13 @@
 //! one (an entry gets one when it is rewritten: a part sent, a retry time),
 //! else its line in its batch. An entry leaves its batch
 //!
-//! - once sent ([`Batches::finish_sent`]): the file stays as it is, since
-//!   `sent.log` has the send. After a crash the entry is read back from
+//! - once sent with its group ([`Batches::finish_sent`]): the file stays
+//!   as it is, since `sent.log` has the send. After a crash the entry is read back from
 //!   the batch and finished from the log, not sent again, exactly as one
 //!   whose own file a crash left behind;
-//! - any other way ([`Batches::drop_entry`], refused for good): the batch
-//!   is rewritten without it.
+//! - any other way ([`Batches::drop_entry`]: refused for good, finished
+//!   one by one, a progress state superseded): the batch is rewritten
+//!   without it.
 //!
 //! The batch file goes with the last of its entries. (A batch kept for
 //! more than `sent.log`'s 30 days by one entry Telegram will not take
