@@ -266,19 +266,19 @@ fn in_namespace() {
         &profile.0,
     );
     assert!(shot.is_file(), "no screenshot at {}", shot.display());
-    // A last request of our own marks the end of the browser's.
-    get(port, "/health?end-of-browser", &[]);
+    // A last request of our own, to a path the page never asks for, marks
+    // the end of the browser's: each request is logged before it is
+    // answered, so the browser's lines all come before it.
+    get(port, "/metrics", &[]);
+    let marker = |r: &String| r.contains("\"/metrics\"");
     d.out.wait_match("the marker request", WAIT, |t| {
-        requests(t)
-            .iter()
-            .any(|r| r.contains("\"/health\""))
-            .then_some(())
+        requests(t).get(before..)?.iter().any(marker).then_some(())
     });
     let log = requests(&d.out.text());
-    let end = log.len() - 1;
+    let end = before + log[before..].iter().position(marker).unwrap_or(0);
     // The last of wait_health's own requests may be logged after `before`
-    // was taken (the line follows the answer): those are ours, not the
-    // browser's, which has no script that could ask for /health.
+    // was taken: those are ours, not the browser's, which has no script
+    // that could ask for /health.
     let browser: Vec<&String> = log[before..end]
         .iter()
         .filter(|r| !r.contains("\"/health\""))
