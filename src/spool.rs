@@ -394,8 +394,9 @@ impl Spool {
         self.batches.write(&self.queue, items)
     }
 
-    /// Removes an entry that was not sent (refused for good, handed to a
-    /// fleet hub), durably.
+    /// Removes an entry durably, however it ended (refused for good,
+    /// handed to a fleet hub, finished on its own): a batch that holds
+    /// it is rewritten without it.
     pub fn remove(&self, name: &str) -> Result<()> {
         if self.batches.drop_entry(&self.queue, name)? {
             self.queue.sync()?;
