@@ -401,6 +401,13 @@ impl Sender {
                 self.hand_off();
                 continue;
             }
+            if self.removing.is_some() && !due.as_ref().is_some_and(|(_, w)| w.is_zero()) {
+                // Nothing to send now: the last hand-off is waited for
+                // here, so one that failed is put back (and said) now, not
+                // when the next group comes.
+                self.finish_removing();
+                continue;
+            }
             let recv = async {
                 match rx.recv().await {
                     Ok(b) => Wake::New(b),
